@@ -1,0 +1,87 @@
+"""``CriticActor``: judges each group of K videos, writes the videos, and makes training rows.
+
+A Ray Data ``map_batches`` class over an actor pool. Input: the generator's sample rows (whole
+groups per batch). Output: training rows (ipo_ray.rows schema) with full provenance. Every judged
+sample is also appended to ``RUN_DIR/samples/round_XXX/*.parquet`` (scores, labels, critic text,
+frames path) so the run can be audited even for samples that made no row.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from ipo_ray.config import Config
+from ipo_ray.critic import make_critic
+from ipo_ray.rows import rows_table, to_training_rows
+from ipo_ray.telemetry import actor_metrics
+from ipo_ray.world import ACCEPT
+
+
+class CriticActor:
+    def __init__(self, cfg: dict, run_dir: str, store_name: str, skip_row_ids: list[str] | None = None,
+                 threads: int = 1):
+        torch.set_num_threads(max(1, threads))
+        self.cfg = Config.model_validate(cfg)
+        self.run_dir = Path(run_dir)
+        self.critic = make_critic(self.cfg.critic)
+        self.store = ray.get_actor(store_name)
+        self.skip = set(skip_row_ids or [])
+        self.metrics = actor_metrics("critic")
+        self.counts: Counter = Counter()
+
+    def __call__(self, batch: dict):
+        t0 = time.time()
+        samples = []
+        for i in range(len(batch["sample_id"])):
+            frames = np.frombuffer(batch["frames"][i], np.uint8).reshape(list(batch["frame_shape"][i]))
+            samples.append({k: batch[k][i] for k in ("sample_id", "group_id", "prompt", "round", "seed",
+                                                      "policy_version", "latents", "latent_shape", "latent_dtype")}
+                           | {"frames": frames})
+        groups: dict[str, list[dict]] = {}
+        for s in samples:
+            groups.setdefault(s["group_id"], []).append(s)
+        for g in groups.values():
+            for s, j in zip(g, self.critic.judge_group(g[0]["prompt"], [s["frames"] for s in g])):
+                s.update(score=float(j.score), label=j.label, critic_text=j.text, valid=j.valid)
+        self._write_samples(samples)
+        dt = time.time() - t0
+        rows, counts = to_training_rows(samples, self.cfg.algo.name, self.cfg.algo.min_score_gap, self.critic.name)
+        if self.skip:  # resume: rows already trained before the restart are not trained again
+            kept = [r for r in rows if r["row_id"] not in self.skip]
+            counts["rows_skipped_resume"] += len(rows) - len(kept)
+            rows = kept
+        self.counts += counts
+        ray.get(self.store.report_rows.remote(len(groups), len(rows)))
+        scores = np.array([s["score"] for s in samples])
+        self.metrics.count("judgements", len(samples))
+        self.metrics.count("rows_made", len(rows))
+        self.metrics.count("unparsable_judgements", counts["invalid_judgements"])
+        self.metrics.observe("judge_seconds", dt)
+        self.metrics.gauge("judgements_per_second", len(samples) / max(dt, 1e-9))
+        self.metrics.gauge("acceptance_rate", float((scores >= ACCEPT).mean()) if scores.size else 0.0)
+        return rows_table(rows)
+
+    def _write_samples(self, samples: list[dict]) -> None:
+        from ipo_ray.video import save_sample
+
+        if not samples:
+            return
+        r = int(samples[0]["round"])
+        vdir = self.run_dir / "videos" / f"round_{r:03d}"
+        for s in samples:
+            s["frames_path"], s["video_path"] = save_sample(s["frames"], vdir / s["sample_id"])
+        table = pa.table({k: [s[k] for s in samples] for k in (
+            "sample_id", "group_id", "prompt", "round", "seed", "policy_version", "score", "label", "critic_text",
+            "valid", "frames_path", "video_path")} | {"critic": [self.critic.name] * len(samples)})
+        out = self.run_dir / "samples" / f"round_{r:03d}"
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out / f"part-{uuid.uuid4().hex[:12]}.parquet")

@@ -1,0 +1,210 @@
+"""The one run configuration: a pydantic model loaded from YAML, with ``--set a.b=value`` overrides.
+
+Validated once at the edge; errors are one line naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(_Strict):
+    """Sizes of the pixel-space CogVideoX transformer and T5 text encoder built from config."""
+
+    num_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    attention_head_dim: int = Field(16, ge=4)
+    time_embed_dim: int = Field(64, ge=8)
+    patch_size: int = Field(2, ge=1)
+    text_dim: int = Field(32, ge=8)
+    text_layers: int = Field(2, ge=1)
+    max_text_len: int = Field(16, ge=4)
+
+
+class LoraConfig(_Strict):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(8.0, gt=0)
+    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0", "proj", "ff.net.2"]
+
+
+class ModelConfig(_Strict):
+    source: Literal["world_base", "pretrained"] = "world_base"
+    path: str | None = None  # diffusers dir or hub id (pretrained); base checkpoint dir (world_base)
+    revision: str | None = None
+    frames: int = Field(8, ge=1)
+    height: int = Field(16, ge=4)
+    width: int = Field(16, ge=4)
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    num_train_timesteps: int = Field(1000, ge=10)
+    tiny: TinyModelConfig = TinyModelConfig()
+    finetune: Literal["lora", "full"] = "full"
+    lora: LoraConfig = LoraConfig()
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class SamplingConfig(_Strict):
+    num_per_prompt: int = Field(8, ge=2, description="K videos per prompt (distinct seeds)")
+    steps: int = Field(20, ge=1, le=1000)
+    guidance_scale: float = Field(2.0, ge=1.0, le=30.0)
+    batch_size: int = Field(16, ge=1)
+
+
+class PretrainConfig(_Strict):
+    out: str = ".cache/world-base"
+    steps: int = Field(3000, ge=1)
+    max_minutes: float = Field(30.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    flawed_fraction: float = Field(0.3, ge=0, le=1)
+    text_dropout: float = Field(0.1, ge=0, le=1)
+    seed: int = 0
+
+
+class CriticConfig(_Strict):
+    backend: Literal["world", "flow", "flicker", "clip", "transformers", "vllm"] = "world"
+    protocol: Literal["score", "pairwise", "pointwise", "binary"] = "score"
+    model: str | None = None  # VLM path or hub id for transformers / vllm backends
+    num_frames: int = Field(8, ge=1)
+    noise_accuracy: float | None = Field(None, gt=0.5, le=1.0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    on_unparsable: Literal["drop", "abstain"] = "drop"
+    num_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(0.25, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class AlgoConfig(_Strict):
+    name: Literal["dpo", "kto", "rwr", "sft"] = "dpo"
+    beta: float = Field(500.0, gt=0)
+    lambda_chosen: float = Field(0.2, ge=0, description="NLL weight on chosen samples (IPO λ1)")
+    lambda_real: float = Field(0.1, ge=0, description="NLL weight on real videos (IPO λ2 / KTO λ)")
+    min_score_gap: float = Field(0.3, ge=0, le=1)
+    desirable_threshold: float = Field(0.8, ge=0, le=1)
+    lambda_desirable: float = Field(1.0, gt=0)
+    lambda_undesirable: float = Field(1.0, gt=0)
+    rwr_shaping: Literal["linear", "exp", "best_of_n"] = "exp"
+    rwr_temperature: float = Field(0.1, gt=0)
+
+
+class TrainConfig(_Strict):
+    num_workers: int = Field(2, ge=1)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(0.5, gt=0)
+    batch_size: int = Field(8, ge=1, description="rows per worker per micro-batch")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    real_batch_size: int = Field(4, ge=0)
+    seed: int = 0
+
+
+class LoopConfig(_Strict):
+    mode: Literal["rounds", "semi_online"] = "rounds"
+    rounds: int = Field(3, ge=1)
+    prompts_per_round: int = Field(48, ge=1)
+    epochs_per_round: int = Field(2, ge=1)
+    sync_every: int = Field(10, ge=1, description="optimizer steps between weight pushes")
+    ref_update_every: int = Field(1, ge=0, description="syncs between reference moves (0 = never)")
+    max_staleness: int = Field(1, ge=0)
+    generator_actors: int = Field(1, ge=1)
+    generator_cpus: float = Field(1.0, gt=0)
+    generator_gpus: float = Field(0.0, ge=0)
+
+
+class EvalConfig(_Strict):
+    seeds: int = Field(8, ge=1)
+    seed_offset: int = 10_000
+    splits: list[Literal["train", "heldout"]] = ["train", "heldout"]
+
+
+class Config(_Strict):
+    name: str = "world-tiny"
+    run_dir: str = "runs/world-tiny"
+    seed: int = 0
+    prompts: str = Field("world:train", description="'world:train', 'world:heldout', or a .txt/.parquet/.jsonl file")
+    real_videos: str | None = Field("world:render", description="'world:render' or a Parquet of real videos")
+    model: ModelConfig = ModelConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    critic: CriticConfig = CriticConfig()
+    algo: AlgoConfig = AlgoConfig()
+    train: TrainConfig = TrainConfig()
+    loop: LoopConfig = LoopConfig()
+    eval: EvalConfig = EvalConfig()
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.model.source == "pretrained" and not self.model.path:
+            raise ValueError("model.path: required when model.source is 'pretrained' (a diffusers dir or hub id)")
+        return self
+
+
+class ConfigError(ValueError):
+    """One-line configuration error that names the field."""
+
+
+def _format(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "config"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    got = e.get("input")
+    suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "extra_forbidden" else ""
+    return f"config error: {loc}: {msg}{suffix}"
+
+
+def _set_path(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k, {}), dict):
+            raise ConfigError(f"config error: {dotted}: {k!r} is not a section")
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"config error: --set {item!r}: expected key=value, e.g. loop.rounds=2")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else None))
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or defaults), apply ``a.b=value`` overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config error: file {str(p)!r} not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config error: file {str(p)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config error: file {str(p)!r} must hold a mapping at the top level")
+    for key, value in parse_overrides(overrides):
+        _set_path(data, key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,81 @@
+"""Pretrain the tiny world base on rendered videos (DESIGN §5).
+
+Real T2V models get within-prompt diversity from noisy web data: the same caption over clips that
+do and do not show it. The world does the same: a ``flawed_fraction`` of training clips carry one
+failure mode (reversed motion, vanishing object, wrong color, frozen frames, wrong shape) under the
+correct caption. The base then succeeds on some seeds of a prompt and fails on others, which is
+what preference optimisation can sharpen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .codec import frames_to_unit
+from .config import Config
+from .policy import T2VPolicy
+from .world import FLAWS, render, splits
+
+
+def world_batch(rng: np.random.Generator, prompts: list[str], n: int, cfg: Config,
+                flawed_fraction: float) -> tuple[list[str], np.ndarray]:
+    """``n`` (prompt, video) training clips; a fraction carry a flaw under the correct caption."""
+    m = cfg.model
+    chosen = [prompts[i] for i in rng.integers(len(prompts), size=n)]
+    videos = []
+    for p in chosen:
+        flaw = FLAWS[rng.integers(len(FLAWS))] if rng.random() < flawed_fraction else None
+        videos.append(render(p, int(rng.integers(2**31)), m.frames, m.height, m.width, flaw=flaw))
+    return chosen, np.stack(videos)
+
+
+def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
+    """Train a fresh tiny base; writes a diffusers-format checkpoint to ``out`` and returns it."""
+    pc = cfg.pretrain
+    out = Path(out or pc.out)
+    torch.manual_seed(pc.seed)
+    rng = np.random.default_rng(pc.seed)
+    policy = T2VPolicy.build_tiny(cfg.model)
+    policy.text_encoder.requires_grad_(True).train()
+    params = list(policy.transformer.parameters()) + list(policy.text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
+    warmup = min(200, pc.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / pc.steps)))))
+    train_prompts = splits()["train"]
+    start, losses = time.time(), []
+    bar = tqdm(range(pc.steps), desc="pretrain", mininterval=5)
+    step = 0
+    for step in bar:
+        prompts, videos = world_batch(rng, train_prompts, pc.batch_size, cfg, pc.flawed_fraction)
+        prompts = ["" if rng.random() < pc.text_dropout else p for p in prompts]
+        x0 = frames_to_unit(videos)
+        cond = policy.encode_prompts_trainable(prompts)
+        noise, t = policy.sample_noise_and_t(len(prompts))
+        loss = policy.training_error(x0, cond, t, noise).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (time.time() - start) / 60.0 > pc.max_minutes:
+            log(f"pretrain: time budget of {pc.max_minutes} min reached at step {step + 1}")
+            break
+    policy.text_encoder.eval().requires_grad_(False)
+    policy.save(out)
+    info = {"steps": step + 1, "minutes": (time.time() - start) / 60.0, "final_loss": float(np.mean(losses[-100:])),
+            "params": policy.num_parameters(), "flawed_fraction": pc.flawed_fraction, "seed": pc.seed,
+            "batch_size": pc.batch_size, "lr": pc.lr}
+    (out / "pretrain_info.json").write_text(json.dumps(info, indent=2))
+    log(f"pretrain: wrote {out} ({info['steps']} steps, {info['minutes']:.1f} min, loss {info['final_loss']:.4f})")
+    return out

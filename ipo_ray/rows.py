@@ -1,0 +1,112 @@
+"""Groups of judged samples -> training rows (DESIGN §1 ``to_training_rows``). Pure, no Ray.
+
+One schema for every algorithm, so Ray Data blocks and Parquet files are uniform:
+
+- ``kind="pair"`` (DPO): best vs worst of a group when the score gap is at least
+  ``min_score_gap`` (IPO's selective sampling); ``*_l`` fields hold the rejected sample.
+- ``kind="point"`` (KTO / RWR / best-of-N SFT): one row per sample with ``desirable``
+  (Good or Normal, i.e. score >= desirable_threshold) and ``reward`` (the score).
+
+Every row keeps its provenance: sample ids, prompt, seeds, ``policy_version``, ``round``, the
+critic's name, label and text. Latents travel as raw bytes with dtype and shape.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+ROW_FIELDS = ("row_id", "kind", "group_id", "prompt", "round", "policy_version", "sample_id", "seed", "score",
+              "label", "critic_text", "latents", "frames_path", "sample_id_l", "seed_l", "score_l", "label_l", "critic_text_l",
+              "latents_l", "frames_path_l", "desirable", "reward", "critic", "latent_shape", "latent_dtype")
+
+
+def encode_latents(x: np.ndarray) -> bytes:
+    return np.ascontiguousarray(x).tobytes()
+
+
+def decode_latents(b: bytes, shape, dtype: str = "float32") -> np.ndarray:
+    return np.frombuffer(b, dtype=np.dtype(dtype)).reshape([int(s) for s in shape])
+
+
+def _point(s: dict, critic: str) -> dict:
+    return {"row_id": s["sample_id"], "kind": "point", "group_id": s["group_id"], "prompt": s["prompt"],
+            "round": int(s["round"]), "policy_version": int(s["policy_version"]), "sample_id": s["sample_id"],
+            "seed": int(s["seed"]), "score": float(s["score"]), "label": s["label"], "critic_text": s["critic_text"],
+            "latents": s["latents"], "frames_path": s.get("frames_path", ""), "sample_id_l": "", "seed_l": -1, "score_l": float("nan"), "label_l": "",
+            "critic_text_l": "", "latents_l": b"", "frames_path_l": "", "desirable": s["label"] in ("Good", "Normal"),
+            "reward": float(s["score"]), "critic": critic, "latent_shape": list(s["latent_shape"]),
+            "latent_dtype": s.get("latent_dtype", "float32")}
+
+
+def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, critic: str = "world") -> tuple[list[dict], Counter]:
+    """Rows from one group (all samples share prompt, round, and group_id). Invalid (unparsable)
+    judgements are left out. Returns ``(rows, counts)`` where counts say what was dropped and why."""
+    counts: Counter = Counter()
+    valid = [s for s in samples if s.get("valid", True)]
+    counts["invalid_judgements"] += len(samples) - len(valid)
+    if algo == "dpo":
+        if len(valid) < 2:
+            counts["groups_too_small"] += 1
+            return [], counts
+        order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
+        lo, hi = order[0], order[-1]
+        if hi["score"] - lo["score"] < min_score_gap:
+            counts["groups_no_contrast"] += 1
+            return [], counts
+        row = _point(hi, critic)
+        row.update({"row_id": f"{hi['sample_id']}|{lo['sample_id']}", "kind": "pair", "sample_id_l": lo["sample_id"],
+                    "seed_l": int(lo["seed"]), "score_l": float(lo["score"]), "label_l": lo["label"],
+                    "critic_text_l": lo["critic_text"], "latents_l": lo["latents"], "frames_path_l": lo.get("frames_path", ""),
+                    "desirable": True})
+        counts["rows"] += 1
+        return [row], counts
+    if algo in ("kto", "rwr", "sft"):
+        rows = [_point(s, critic) for s in valid]
+        counts["rows"] += len(rows)
+        return rows, counts
+    raise ValueError(f"algo.name: unknown {algo!r}; allowed: dpo, kto, rwr, sft")
+
+
+def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
+                     critic: str = "world") -> tuple[list[dict], Counter]:
+    """Group samples by ``group_id`` (order kept) and make rows for each group."""
+    groups: dict[str, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(s["group_id"], []).append(s)
+    rows, counts = [], Counter()
+    for g in groups.values():
+        r, c = group_rows(g, algo, min_score_gap, critic)
+        rows += r
+        counts += c
+    counts["groups"] += len(groups)
+    return rows, counts
+
+
+def columns(rows: list[dict]) -> dict[str, list]:
+    """Row dicts -> a column dict (a Ray Data / Arrow batch)."""
+    return {k: [r[k] for r in rows] for k in ROW_FIELDS}
+
+
+_TYPES = {"row_id": "string", "kind": "string", "group_id": "string", "prompt": "string", "round": "int64",
+          "policy_version": "int64", "sample_id": "string", "seed": "int64", "score": "float64", "label": "string",
+          "critic_text": "string", "latents": "binary", "frames_path": "string", "sample_id_l": "string",
+          "seed_l": "int64", "score_l": "float64", "label_l": "string", "critic_text_l": "string",
+          "latents_l": "binary", "frames_path_l": "string", "desirable": "bool", "reward": "float64",
+          "critic": "string", "latent_shape": "list<int64>", "latent_dtype": "string"}
+
+
+def row_schema():
+    import pyarrow as pa
+
+    kinds = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "binary": pa.binary(),
+             "bool": pa.bool_(), "list<int64>": pa.list_(pa.int64())}
+    return pa.schema([(k, kinds[_TYPES[k]]) for k in ROW_FIELDS])
+
+
+def rows_table(rows: list[dict]):
+    """Rows as an Arrow table with the fixed schema (also when empty, so blocks always concat)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pydict(columns(rows), schema=row_schema())

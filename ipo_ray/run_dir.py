@@ -1,0 +1,108 @@
+"""The run directory: where a run's config, published policy versions, preference data and
+metrics live, so a run can be audited, resumed, evaluated and served.
+
+    RUN_DIR/config.yaml             the validated config of the run
+    RUN_DIR/policies/v000003/       published policy version 3 (state.safetensors + meta.json)
+    RUN_DIR/data/round_000/*.parquet preference rows with provenance, one file per sync window
+    RUN_DIR/metrics.jsonl           one JSON line per optimizer step / sync / round
+    RUN_DIR/checkpoints/            trainer checkpoints (weights, optimizer, RNG, data position)
+
+Version 0 is the base policy; the trainer publishes 1, 2, ...
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import Config, dump_config, load_config
+from .policy import T2VPolicy
+
+
+def _base_path(cfg: Config) -> str:
+    if not cfg.model.path:
+        raise ValueError("model.path: not set; run `ipo-ray pretrain` or point it at a checkpoint")
+    return cfg.model.path
+
+
+def load_base_policy(cfg: Config) -> T2VPolicy:
+    return T2VPolicy.from_pretrained(_base_path(cfg), cfg.model)
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ---- config
+    def write_config(self, cfg: Config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.yaml").write_text(dump_config(cfg))
+
+    def config(self) -> Config:
+        f = self.path / "config.yaml"
+        if not f.is_file():
+            raise FileNotFoundError(f"run dir {str(self.path)!r}: no config.yaml (is this a run directory?)")
+        return load_config(f)
+
+    # ---- policy versions
+    def version_dir(self, version: int) -> Path:
+        return self.path / "policies" / f"v{version:06d}"
+
+    def versions(self) -> list[int]:
+        root = self.path / "policies"
+        if not root.is_dir():
+            return []
+        return sorted(int(p.name[1:]) for p in root.iterdir() if (p / "meta.json").is_file())
+
+    def latest_version(self) -> int:
+        v = self.versions()
+        return v[-1] if v else 0
+
+    def publish(self, version: int, state: dict[str, torch.Tensor], meta: dict) -> Path:
+        """Write a policy version atomically (tmp dir, then rename): a reader never sees half."""
+        final = self.version_dir(version)
+        tmp = final.with_name(final.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "state.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps({**meta, "version": version, "time": time.time()}))
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+    def load_policy(self, version: int | str | None = None) -> tuple[T2VPolicy, int]:
+        """The base (``'base'`` or 0), a chosen version, or the latest (None)."""
+        cfg = self.config()
+        policy = load_base_policy(cfg)
+        if version in ("base", 0, "0"):
+            return policy, 0
+        v = self.latest_version() if version is None else int(version)
+        if v == 0:
+            return policy, 0
+        d = self.version_dir(v)
+        if not (d / "meta.json").is_file():
+            raise FileNotFoundError(f"run dir {str(self.path)!r}: no policy version {v}; have {self.versions()}")
+        meta = json.loads((d / "meta.json").read_text())
+        if meta.get("lora"):
+            policy.cfg = policy.cfg.model_copy(update={"finetune": "lora"})
+            policy.setup_finetune()
+        policy.load_policy_state(load_file(str(d / "state.safetensors")))
+        return policy, v
+
+    # ---- metrics
+    def log_metrics(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        f = self.path / "metrics.jsonl"
+        if not f.is_file():
+            return []
+        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]

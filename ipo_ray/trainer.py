@@ -1,0 +1,315 @@
+"""The Ray Train worker loop: preference loss + NLL regularisers, DDP or FSDP, weight publishing.
+
+``train_loop_per_worker`` runs on every ``TorchTrainer`` worker. It reads training rows from its
+dataset shard (a live Ray Data stream in semi-online mode, a round's Parquet in rounds mode), masks
+rows older than ``max_staleness`` versions (counted, never trained on), computes the configured
+objective on per-sample errors that share ``t`` and noise between chosen and rejected, and every
+``sync_every`` optimizer steps publishes a new ``policy_version`` (rank 0) and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from .config import Config
+from .losses import ipo_dpo_objective, ipo_kto_objective, nll_loss, rwr_loss, rwr_weights
+from .policy import T2VPolicy
+from .rows import decode_latents
+from .run_dir import RunDir, load_base_policy
+from .telemetry import actor_metrics
+from .weight_sync import STORE_NAME, ObjectStoreTransport
+
+FAULT_ENV = "IPO_RAY_FAULT_AFTER_STEP"  # tests: raise after this many optimizer steps (resume drills)
+
+
+def _latents(col, shapes, dtypes) -> torch.Tensor:
+    return torch.from_numpy(np.stack([decode_latents(b, s, d) for b, s, d in zip(col, shapes, dtypes)]).copy())
+
+
+def _row_noise(row_ids, shape, step: int, seed: int):
+    """Per-row t and noise, reproducible from the row id and step; chosen and rejected share them."""
+    ts, ns = [], []
+    for rid in row_ids:
+        g = torch.Generator().manual_seed((hash_id(rid) + 7919 * step + seed) % (2**63 - 1))
+        ns.append(torch.randn(shape, generator=g))
+        ts.append(torch.randint(0, 1000, (1,), generator=g))
+    return torch.cat(ts), torch.stack(ns)
+
+
+def hash_id(s: str) -> int:
+    import zlib
+
+    return zlib.crc32(s.encode()) * 1000003 + zlib.adler32(s.encode())
+
+
+class PreferenceStep:
+    """One micro-batch: per-sample errors of policy and reference, the configured objective."""
+
+    def __init__(self, policy: T2VPolicy, model: torch.nn.Module, cfg: Config, device):
+        self.policy, self.model, self.cfg, self.device = policy, model, cfg, device
+        self.num_train_timesteps = policy.scheduler.config.num_train_timesteps
+
+    def errors(self, x0, prompts, t, noise, with_ref: bool):
+        cond = self.policy.encode_prompts(prompts)
+        err = self.policy.training_error(x0, cond, t, noise, model=self.model)
+        ref = None
+        if with_ref:
+            with torch.no_grad(), self.policy.reference() as ref_net:
+                ref = self.policy.training_error(x0, cond, t, noise, model=ref_net)
+        return err, ref
+
+    def __call__(self, batch: dict, real: dict | None, valid: np.ndarray, step: int):
+        a, dev = self.cfg.algo, self.device
+        n = len(batch["row_id"])
+        shape = tuple(int(s) for s in batch["latent_shape"][0])
+        t, noise = _row_noise(list(batch["row_id"]), shape, step, self.cfg.train.seed)
+        t = (t % self.num_train_timesteps).to(dev)
+        noise = noise.to(dev)
+        x = _latents(batch["latents"], batch["latent_shape"], batch["latent_dtype"]).to(dev)
+        prompts = [str(p) for p in batch["prompt"]]
+        parts_x, parts_p, parts_t, parts_n = [x], list(prompts), [t], [noise]
+        if a.name == "dpo":
+            x_l = _latents(batch["latents_l"], batch["latent_shape"], batch["latent_dtype"]).to(dev)
+            parts_x.append(x_l)
+            parts_p += prompts
+            parts_t.append(t)
+            parts_n.append(noise)
+        n_real = 0
+        if real is not None:
+            xr = self.policy.codec.encode(real["frames"]).to(dev)
+            n_real = xr.shape[0]
+            nr, tr = self.policy.sample_noise_and_t(n_real)
+            parts_x.append(xr)
+            parts_p += list(real["prompt"])
+            parts_t.append(tr)
+            parts_n.append(nr)
+        # One forward through the (DDP/FSDP) model for everything: rows, rejected, real videos.
+        err, ref = self.errors(torch.cat(parts_x), parts_p, torch.cat(parts_t), torch.cat(parts_n),
+                               with_ref=a.name in ("dpo", "kto"))
+        m = torch.from_numpy(valid).to(dev)
+        keep = m.nonzero().flatten()
+        if keep.numel() == 0:  # every row stale: keep the collective pattern, train on nothing
+            keep, scale = torch.arange(n, device=dev), 0.0
+        else:
+            scale = 1.0
+        err_real = err[-n_real:] if n_real else None
+        if a.name == "dpo":
+            loss, metrics = ipo_dpo_objective(err[:n][keep], err[n:2 * n][keep], ref[:n][keep], ref[n:2 * n][keep],
+                                              a.beta, err_real, a.lambda_chosen, a.lambda_real)
+        elif a.name == "kto":
+            des = torch.as_tensor(np.asarray(batch["desirable"], bool), device=dev)
+            loss, metrics = ipo_kto_objective(err[:n][keep], ref[:n][keep], des[keep], a.beta, err_real, a.lambda_real,
+                                              a.lambda_desirable, a.lambda_undesirable)
+        else:  # rwr / sft (best-of-N): reward-weighted denoising loss
+            shaping = "best_of_n" if a.name == "sft" else a.rwr_shaping
+            w = rwr_weights(torch.as_tensor(np.asarray(batch["reward"], np.float32)), shaping, a.rwr_temperature,
+                            threshold=a.desirable_threshold).to(dev)
+            loss, metrics = rwr_loss(err[:n][keep], w[keep])
+            if err_real is not None and a.lambda_real > 0:
+                nll_r, _ = nll_loss(err_real)
+                loss = loss + a.lambda_real * nll_r
+                metrics["nll_real"] = float(nll_r.detach())
+            metrics["loss"] = float(loss.detach())
+        return loss * scale, metrics
+
+
+def _gather_state(policy: T2VPolicy, model, strategy: str) -> dict[str, torch.Tensor]:
+    """The full policy state on every rank (collective under FSDP, local under DDP)."""
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True,
+                                                                                           rank0_only=False)):
+            state = model.state_dict()
+        if policy.is_lora:
+            state = {k: v for k, v in state.items() if "lora_" in k}
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+    return policy.policy_state()
+
+
+def _real_iter(shard, batch_size: int):
+    while True:
+        got = False
+        for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+            got = True
+            frames = np.stack([np.frombuffer(f, np.uint8).reshape(list(s)) for f, s in zip(b["frames"], b["frame_shape"])])
+            yield {"prompt": [str(p) for p in b["prompt"]], "frames": frames}
+        if not got:
+            return
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg = Config.model_validate(config["cfg"])
+    run = RunDir(config["run_dir"])
+    tc, lc = cfg.train, cfg.loop
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
+    torch.manual_seed(tc.seed + 1000 * rank + int(config["start_version"]))
+    device = ray.train.torch.get_device() if tc.use_gpu else torch.device("cpu")
+    semi = config["mode"] == "semi_online"
+    version, ref_version = int(config["start_version"]), int(config["ref_version"])
+
+    policy = load_base_policy(cfg)
+    if version > 0:
+        policy, _ = run.load_policy(version)
+    policy.setup_finetune()
+    if ref_version != version and not policy.is_lora:
+        ref_policy, _ = run.load_policy(ref_version)
+        policy.reference_model.load_state_dict(ref_policy.trainable_base().state_dict())
+    policy.to(device)
+    if tc.use_gpu and cfg.model.dtype == "bfloat16":
+        policy.transformer.to(torch.bfloat16)
+    model = ray.train.torch.prepare_model(policy.transformer, parallel_strategy=tc.strategy,
+                                          parallel_strategy_kwargs={"find_unused_parameters": policy.is_lora}
+                                          if tc.strategy == "ddp" else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps))
+                                              if tc.warmup_steps else 1.0)
+    if config.get("optimizer_state") and Path(config["optimizer_state"]).is_file():
+        saved = torch.load(config["optimizer_state"], map_location="cpu", weights_only=False)
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+    step_fn = PreferenceStep(policy, model, cfg, device)
+    transport = ObjectStoreTransport(config.get("store_name", STORE_NAME)) if rank == 0 else None
+    store = transport.store if transport else None
+    metrics_sink = actor_metrics("trainer")
+
+    shard = ray.train.get_dataset_shard("train")
+    real_shard = ray.train.get_dataset_shard("real") if config.get("has_real") else None
+    real_it = _real_iter(real_shard, tc.real_batch_size) if real_shard is not None and tc.real_batch_size > 0 else None
+    max_stale = lc.max_staleness if semi else 10**9
+    fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
+
+    step = int(config.get("start_step", 0))
+    micro, since_sync, consumed_total = 0, 0, int(config.get("consumed_rows", 0))
+    window_rows: list[dict] = []
+    wait_s, busy_s, t_mark = 0.0, 0.0, time.time()
+    acc_metrics: list[dict] = []
+    stale_hist = np.zeros(max(lc.max_staleness, 0) + 3, np.int64)
+
+    def publish(reason: str) -> None:
+        nonlocal version, ref_version, window_rows, since_sync
+        state = _gather_state(policy, model, tc.strategy)
+        version += 1
+        moved = lc.ref_update_every > 0 and version % lc.ref_update_every == 0
+        info = {}
+        if rank == 0:
+            meta = {"lora": policy.is_lora, "round": config["round"], "step": step, "reason": reason}
+            run.publish(version, state, meta)
+            info = transport.publish(version, state, meta)
+            metrics_sink.count("syncs")
+            metrics_sink.observe("sync_seconds", info["seconds"])
+            metrics_sink.gauge("sync_bytes", info["bytes"])
+            metrics_sink.gauge("policy_version", version)
+        if semi and window_rows:
+            _write_window(run, version - 1, rank, window_rows)
+            window_rows = []
+        if moved and not policy.is_lora:
+            policy.reference_model.load_state_dict(policy.trainable_base().state_dict())
+            ref_version = version
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, Path(d) / "optimizer.pt")
+                (Path(d) / "state.json").write_text(json.dumps({
+                    "version": version, "ref_version": ref_version, "step": step, "round": config["round"],
+                    "consumed_rows": consumed_total, "mode": config["mode"]}))
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({"version": version, "step": step, **info}, checkpoint=ckpt)
+        since_sync = 0
+        if rank == 0:
+            run.log_metrics({"event": "sync", "version": version, "ref_version": ref_version, "step": step,
+                             "round": config["round"], "reference_moved": moved, **info})
+
+    for epoch in range(int(config.get("epochs", 1))):
+        for batch in shard.iter_batches(batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1):
+            now = time.time()
+            wait_s += now - t_mark
+            staleness = version - np.asarray(batch["policy_version"], np.int64)
+            valid = staleness <= max_stale
+            for s in staleness:
+                stale_hist[min(int(s), len(stale_hist) - 1)] += 1
+            real = next(real_it) if real_it is not None else None
+            loss, m = step_fn(batch, real, valid, step)
+            (loss / tc.grad_accum).backward()
+            acc_metrics.append(m)
+            if semi:
+                window_rows += [{"row_id": str(r), "policy_version": int(v), "trained_at_version": version,
+                                 "staleness": int(s), "dropped_stale": bool(not ok)}
+                                for r, v, s, ok in zip(batch["row_id"], batch["policy_version"], staleness, valid)]
+            micro += 1
+            n_rows, n_drop = len(valid), int((~valid).sum())
+            if micro % tc.grad_accum:
+                t_mark = time.time()
+                busy_s += t_mark - now
+                continue
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            since_sync += 1
+            counts = torch.tensor([n_rows * tc.grad_accum, n_drop], dtype=torch.float64)
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(counts)
+            consumed_total += int(counts[0])
+            t_mark = time.time()
+            busy_s += t_mark - now
+            if rank == 0:
+                rec = {k: float(np.mean([x[k] for x in acc_metrics if k in x])) for k in acc_metrics[-1]}
+                rec.update({"event": "step", "step": step, "version": version, "round": config["round"],
+                            "rows": int(counts[0]), "dropped_stale": int(counts[1]),
+                            "staleness_mean": float(staleness.mean()), "lr": sched.get_last_lr()[0],
+                            "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9), "time": time.time()})
+                run.log_metrics(rec)
+                metrics_sink.count("samples_trained", int(counts[0]))
+                metrics_sink.count("rows_dropped_stale", int(counts[1]))
+                metrics_sink.gauge("trainer_idle_fraction", rec["idle_fraction"])
+                metrics_sink.gauge("staleness", rec["staleness_mean"])
+                metrics_sink.observe("step_seconds", t_mark - now)
+                metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_mark - now, 1e-9))
+                ray.get(store.report_consumed.remote(consumed_total, None, int(counts[1])))
+                if step % 10 == 0:
+                    print(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
+                          f"idle {rec['idle_fraction']:.2f}", flush=True)
+            acc_metrics = []
+            if fault_after and step >= fault_after:
+                raise RuntimeError(f"fault injected after step {step} ({FAULT_ENV})")
+            if semi and since_sync >= lc.sync_every:
+                publish("sync_every")
+    hist = torch.from_numpy(stale_hist.astype(np.float64))
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(hist)
+    stale_hist = hist.numpy().astype(np.int64)
+    if rank == 0:
+        ray.get(store.report_consumed.remote(consumed_total, {i: int(c) for i, c in enumerate(stale_hist) if c}, 0))
+    if since_sync > 0 or not semi:
+        publish("end_of_round" if not semi else "end_of_stream")
+    if rank == 0:
+        run.log_metrics({"event": "trainer_done", "round": config["round"], "step": step, "version": version,
+                         "consumed_rows": consumed_total, "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9),
+                         "wait_seconds": wait_s, "busy_seconds": busy_s,
+                         "staleness_hist": {str(i): int(c) for i, c in enumerate(stale_hist)}})
+
+
+def _write_window(run: RunDir, version: int, rank: int, rows: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = run.path / "data" / "consumed" / f"window_{version:06d}"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / f"rank_{rank}.parquet")

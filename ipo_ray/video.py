@@ -1,0 +1,61 @@
+"""Video files: lossless ``.npy`` frames, viewable mp4 (PyAV, H.264) and GIF (Pillow)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscale of ``[F, H, W, 3]`` so a 16×16 world clip is visible."""
+    if factor <= 1:
+        return frames
+    return frames.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def mp4_bytes(frames: np.ndarray, fps: int = 8, scale: int = 8) -> bytes:
+    """H.264 mp4 of uint8 ``[F, H, W, 3]`` (yuv420p; sides rounded up to even)."""
+    frames = upscale(np.asarray(frames, np.uint8), scale)
+    f, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+        f, h, w, _ = frames.shape
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for fr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def gif_bytes(frames: np.ndarray, fps: int = 8, scale: int = 8) -> bytes:
+    frames = upscale(np.asarray(frames, np.uint8), scale)
+    images = [Image.fromarray(fr) for fr in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def read_video(path_or_bytes) -> np.ndarray:
+    """Decode an mp4/GIF (path or bytes) to uint8 ``[F, H, W, 3]``."""
+    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
+    with av.open(src) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def save_sample(frames: np.ndarray, stem: Path) -> tuple[str, str]:
+    """Write ``stem.npy`` (lossless) and ``stem.gif`` (viewable); returns both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    npy, gif = stem.with_suffix(".npy"), stem.with_suffix(".gif")
+    np.save(npy, np.asarray(frames, np.uint8))
+    gif.write_bytes(gif_bytes(frames))
+    return str(npy), str(gif)

@@ -1,0 +1,260 @@
+"""The IPO loop on Ray: generate → judge → make rows → train → sync, in rounds or semi-online.
+
+    rounds:       for each round: rollout with the frozen policy → Parquet → train epochs → publish
+                  (the reference moves every ``ref_update_every`` publishes; IPO: every round)
+    semi_online:  one stream: rollout → rows → trainer; rank 0 publishes every ``sync_every`` steps and
+                  the weight store's credits keep rows within ``max_staleness`` versions
+
+Both modes share the rollout pipeline (``rollout_dataset``) and the trainer (``ipo_ray.trainer``);
+they differ in whether the round is materialised before training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.train import DataConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from actors.critic import CriticActor
+from actors.generator import GeneratorActor
+from actors.weight_store import WeightStore
+from ipo_ray.config import Config
+from ipo_ray.evaluate import read_prompts
+from ipo_ray.run_dir import RunDir
+from ipo_ray.trainer import train_loop_per_worker
+from ipo_ray.weight_sync import STORE_NAME
+from ipo_ray.world import render, splits
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster of ``ray job submit`` (RAY_ADDRESS), else start a local one on loopback."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), _node_ip_address="127.0.0.1",
+                 include_dashboard=False, log_to_driver=True)
+
+
+def round_items(prompts: list[str], cfg: Config, r: int) -> list[dict]:
+    """The prompt groups of round ``r`` (deterministic: same config, same groups)."""
+    rng = np.random.default_rng([cfg.seed, r, 17])
+    n = min(cfg.loop.prompts_per_round, len(prompts))
+    idx = rng.permutation(len(prompts))[:n] if n < len(prompts) else rng.permutation(len(prompts))
+    return [{"group_id": f"r{r:03d}-p{int(i):05d}", "prompt": prompts[int(i)], "prompt_index": int(i), "round": r}
+            for i in idx]
+
+
+def real_dataset(cfg: Config, n: int = 256):
+    """The 'real videos' for the NLL regulariser: rendered world videos, or a user Parquet with
+    ``prompt``, ``frames`` (uint8 bytes) and ``frame_shape`` columns."""
+    if not cfg.real_videos or cfg.train.real_batch_size == 0:
+        return None
+    if cfg.real_videos == "world:render":
+        m = cfg.model
+        rows = []
+        for i, p in enumerate(splits()["train"] * (n // len(splits()["train"]) + 1)):
+            if i >= n:
+                break
+            fr = render(p, 1_000_000 + i, m.frames, m.height, m.width)
+            rows.append({"prompt": p, "frames": fr.tobytes(), "frame_shape": list(fr.shape)})
+        return ray.data.from_items(rows).materialize()
+    path = Path(cfg.real_videos)
+    if not path.exists():
+        raise FileNotFoundError(f"real_videos: {cfg.real_videos!r} not found")
+    ds = ray.data.read_parquet(str(path))
+    missing = {"prompt", "frames", "frame_shape"} - set(ds.schema().names)
+    if missing:
+        raise ValueError(f"real_videos: {cfg.real_videos!r} lacks columns {sorted(missing)}")
+    return ds
+
+
+class Loop:
+    def __init__(self, cfg: Config, run_dir: str | None = None, resume: bool = False, log=print):
+        self.cfg = cfg
+        self.run = RunDir(Path(run_dir or cfg.run_dir).absolute())
+        self.resume = resume
+        self.log = log
+        self.store_name = f"{STORE_NAME}_{abs(hash(str(self.run.path))) % 10**8}"
+
+    # ------------------------------------------------------------------ pieces
+    def check_budget(self) -> None:
+        c = self.cfg
+        need = (c.loop.generator_actors * c.loop.generator_cpus + c.critic.num_actors * c.critic.num_cpus
+                + c.train.num_workers * c.train.cpus_per_worker + 0.5)
+        have = ray.cluster_resources().get("CPU", 0)
+        if need > have:
+            raise ValueError(f"loop.generator_cpus/critic.num_cpus/train.cpus_per_worker: the pipeline needs {need:g} "
+                             f"logical CPUs but the cluster has {have:g}; lower them or add CPUs")
+
+    def make_store(self, version: int, credit: bool):
+        c = self.cfg
+        rows_per_group = 1.0 if c.algo.name == "dpo" else float(c.sampling.num_per_prompt)
+        step_rows = c.train.batch_size * c.train.num_workers * c.train.grad_accum
+        window = max(1, c.loop.max_staleness) * c.loop.sync_every * step_rows
+        try:
+            ray.kill(ray.get_actor(self.store_name))
+        except ValueError:
+            pass
+        # Keep the handle on self: a named actor with no live handle is garbage-collected.
+        self.store = WeightStore.options(name=self.store_name).remote(window, rows_per_group, credit, version,
+                                                                       step_rows)
+        ray.get(self.store.get_version.remote())
+        return self.store
+
+    def rollout_dataset(self, items: list[dict], skip_row_ids: list[str] | None = None):
+        c = self.cfg
+        kw = {"cfg": c.model_dump(mode="json"), "run_dir": str(self.run.path), "store_name": self.store_name}
+        prompts_per_batch = max(1, c.sampling.batch_size // c.sampling.num_per_prompt)
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // prompts_per_batch))
+        ds = ds.map_batches(GeneratorActor, fn_constructor_kwargs={**kw, "threads": max(1, int(c.loop.generator_cpus))},
+                            batch_size=prompts_per_batch, compute=ray.data.ActorPoolStrategy(size=c.loop.generator_actors),
+                            num_cpus=c.loop.generator_cpus, num_gpus=c.loop.generator_gpus or None)
+        return ds.map_batches(CriticActor, fn_constructor_kwargs={**kw, "skip_row_ids": skip_row_ids or []},
+                              batch_size=None, compute=ray.data.ActorPoolStrategy(size=c.critic.num_actors),
+                              num_cpus=c.critic.num_cpus, num_gpus=c.critic.num_gpus or None)
+
+    def fit(self, name: str, train_ds, config: dict, epochs: int) -> None:
+        c = self.cfg
+        real = real_dataset(c)
+        datasets = {"train": train_ds} | ({"real": real} if real is not None else {})
+        ckpt = self.latest_checkpoint()
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"cfg": c.model_dump(mode="json"), "run_dir": str(self.run.path), "epochs": epochs,
+                               "has_real": real is not None, "store_name": self.store_name,
+                               "optimizer_state": str(ckpt / "optimizer.pt") if ckpt else None, **config},
+            scaling_config=ScalingConfig(num_workers=c.train.num_workers, use_gpu=c.train.use_gpu,
+                                         resources_per_worker={"CPU": c.train.cpus_per_worker}
+                                         | ({"GPU": 1} if c.train.use_gpu else {})),
+            datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
+            run_config=RunConfig(storage_path=str(self.run.path / "ray_train"), name=name))
+        trainer.fit()
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest trainer checkpoint (by policy version) under RUN_DIR/ray_train."""
+        best, best_v = None, -1
+        for state in (self.run.path / "ray_train").glob("*/checkpoint_*/state.json"):
+            v = json.loads(state.read_text())["version"]
+            if v > best_v:
+                best, best_v = state.parent, v
+        return best
+
+    def checkpoint_state(self) -> dict:
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            return {"version": 0, "ref_version": 0, "step": 0, "round": -1, "consumed_rows": 0}
+        return json.loads((ckpt / "state.json").read_text())
+
+    def _discard_after(self, version: int) -> None:
+        """Resume: versions and consumed windows written after the last checkpoint never happened."""
+        for v in self.run.versions():
+            if v > version:
+                shutil.rmtree(self.run.version_dir(v))
+        for w in (self.run.path / "data" / "consumed").glob("window_*"):
+            if int(w.name.split("_")[1]) >= version:
+                shutil.rmtree(w)
+
+    # ------------------------------------------------------------------ modes
+    def run_rounds(self, prompts: list[str], state: dict) -> None:
+        c = self.cfg
+        for r in range(state["round"] + 1, c.loop.rounds):
+            t0 = time.time()
+            data = self.run.path / "data" / f"round_{r:03d}"
+            if not data.is_dir():  # a half-written round (tmp dir) is regenerated from scratch
+                tmp = data.with_name(data.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.make_store(state["version"], credit=False)
+                self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
+                tmp.rename(data)
+            t_gen = time.time() - t0
+            rows = ray.data.read_parquet(str(data)).random_shuffle(seed=c.seed + r)
+            n_rows = rows.count()
+            if n_rows < c.train.num_workers * c.train.batch_size:
+                raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
+                                   "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")
+            store = self.make_store(state["version"], credit=False)
+            ref_version = self.ref_version(state["version"])
+            self.fit(f"round_{r:03d}", rows, {"mode": "rounds", "round": r, "start_version": state["version"],
+                                               "ref_version": ref_version, "start_step": state["step"],
+                                               "consumed_rows": state["consumed_rows"]}, c.loop.epochs_per_round)
+            state = self.checkpoint_state()
+            stats = ray.get(store.stats.remote())
+            self.run.log_metrics({"event": "round", "round": r, "rows": n_rows, "version": state["version"],
+                                  "generate_seconds": t_gen, "seconds": time.time() - t0, "syncs": stats["syncs"]})
+            self.log(f"round {r}: {n_rows} rows, policy v{state['version']}, {time.time() - t0:.0f}s")
+
+    def ref_version(self, version: int) -> int:
+        k = self.cfg.loop.ref_update_every
+        return 0 if k == 0 else (version // k) * k
+
+    def run_semi_online(self, prompts: list[str], state: dict) -> None:
+        c = self.cfg
+        consumed = self.consumed_row_ids(state["version"])
+        items = [it for r in range(c.loop.rounds) for it in round_items(prompts, c, r)]
+        if consumed:
+            k = 1 if c.algo.name == "dpo" else c.sampling.num_per_prompt
+            per_group: dict[str, int] = {}
+            for rid in consumed:
+                g = rid.split("|")[0].rsplit("-s", 1)[0]
+                per_group[g] = per_group.get(g, 0) + 1
+            done_groups = {g for g, n in per_group.items() if n >= k}
+            items = [it for it in items if it["group_id"] not in done_groups]
+        store = self.make_store(state["version"], credit=True)
+        self.fit("stream", self.rollout_dataset(items, sorted(consumed)),
+                 {"mode": "semi_online", "round": -1, "start_version": state["version"],
+                  "ref_version": self.ref_version(state["version"]), "start_step": state["step"],
+                  "consumed_rows": state["consumed_rows"]}, 1)
+        ray.get(store.finish.remote())
+        stats = ray.get(store.stats.remote())
+        self.run.log_metrics({"event": "stream_done", **{k: v for k, v in stats.items() if k != "syncs"}})
+
+    def consumed_row_ids(self, version: int) -> set[str]:
+        import pyarrow.parquet as pq
+
+        ids: set[str] = set()
+        for w in (self.run.path / "data" / "consumed").glob("window_*"):
+            if int(w.name.split("_")[1]) < version:
+                for f in w.glob("*.parquet"):
+                    t = pq.read_table(f, columns=["row_id", "dropped_stale"]).to_pylist()
+                    ids.update(r["row_id"] for r in t if not r["dropped_stale"])
+        return ids
+
+    # ------------------------------------------------------------------ entry
+    def run_all(self) -> dict:
+        c = self.cfg
+        start = time.time()
+        if self.run.path.exists() and (self.run.path / "config.yaml").exists() and not self.resume:
+            if self.run.versions() or (self.run.path / "data").exists():
+                raise FileExistsError(f"run dir {str(self.run.path)!r} already holds a run; pass --resume to "
+                                      "continue it or choose another --run-dir")
+        self.run.write_config(c)
+        init_ray()
+        self.check_budget()
+        state = self.checkpoint_state()
+        if self.resume:
+            self._discard_after(state["version"])
+            self.log(f"resuming {self.run.path} at policy v{state['version']} (step {state['step']})")
+        prompts = read_prompts(c.prompts)
+        if c.loop.mode == "rounds":
+            self.run_rounds(prompts, state)
+        else:
+            self.run_semi_online(prompts, state)
+        summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
+                   "final_version": self.run.latest_version(), **self.accounting()}
+        (self.run.path / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def accounting(self) -> dict:
+        recs = self.run.read_metrics()
+        steps = [r for r in recs if r.get("event") == "step"]
+        return {"optimizer_steps": len(steps), "rows_trained": int(sum(r["rows"] - r["dropped_stale"] for r in steps)),
+                "rows_dropped_stale": int(sum(r["dropped_stale"] for r in steps))}
