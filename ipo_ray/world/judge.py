@@ -75,7 +75,7 @@ def _shape_score(track: Track, shape: str) -> float:
     fills = track.fill[~np.isnan(track.fill)]
     if fills.size == 0:
         return 1.0
-    ok = fills >= SQUARE_FILL if shape == "square" else (fills < SQUARE_FILL) & (fills >= 0.3)
+    ok = fills >= SQUARE_FILL if shape == "square" else (fills < SQUARE_FILL) & (fills >= 0.2)
     return float(ok.mean())
 
 
@@ -119,7 +119,9 @@ def _motion_score(scene: Scene, tracks: list[Track], present: np.ndarray, w: int
         if idx.size < 2:
             return 0.0
         a, b = tracks
-        d = np.hypot(a.cx[idx] - b.cx[idx], a.cy[idx] - b.cy[idx])
+        # The gap along the axis on which they approach (horizontal or vertical) must close.
+        gaps = [np.abs(a.cx[idx] - b.cx[idx]), np.abs(a.cy[idx] - b.cy[idx])]
+        d = max(gaps, key=lambda g: g[0] - g[-1])
         progress = np.clip((d[0] - d[-1]) / (0.25 * w), 0.0, 1.0)
         return float(progress * _monotone(-np.diff(d), 0.5))
     raise ValueError(scene.category)  # pragma: no cover
@@ -146,7 +148,7 @@ def judge_details(video: np.ndarray, prompt: str) -> dict:
     stray = (lit & ~expected).reshape(f, -1).sum(axis=1)
     tol = 0.03 * h * w
     clean = float(np.clip(1.0 - np.maximum(stray - tol, 0) / (0.05 * h * w), 0.0, 1.0).mean())
-    shape = float(np.mean([_shape_score(tr, s) for tr, (_, s) in zip(tracks, scene.objects)]))
+    shape = float(np.min([_shape_score(tr, s) for tr, (_, s) in zip(tracks, scene.objects)]))
     motion = _motion_score(scene, tracks, present, w, h)
     score = presence * clean * motion * (0.4 + 0.6 * shape)
     return {"score": float(score), "presence": presence, "clean": clean, "shape": shape,

@@ -24,6 +24,9 @@ def _rng(prompt: str, seed: int) -> np.random.Generator:
 def _draw(frame: np.ndarray, shape: str, cx: float, cy: float, size: float, color) -> None:
     """Draw a filled square (side ``size``) or circle (diameter ``size``) centred at (cx, cy)."""
     h, w = frame.shape[:2]
+    # Snap the centre to the half-pixel grid so small discrete shapes stay symmetric (a circle
+    # never gains a filled bounding-box corner from sub-pixel placement).
+    cx, cy = round(cx * 2) / 2, round(cy * 2) / 2
     ys, xs = np.mgrid[0:h, 0:w]
     px, py = xs + 0.5, ys + 0.5
     r = size / 2.0
@@ -31,6 +34,10 @@ def _draw(frame: np.ndarray, shape: str, cx: float, cy: float, size: float, colo
         mask = (np.abs(px - cx) <= r) & (np.abs(py - cy) <= r)
     else:
         mask = (px - cx) ** 2 + (py - cy) ** 2 <= r * r
+        ys_on, xs_on = np.nonzero(mask)
+        if ys_on.size:  # at small sizes rasterisation can fill the bbox corners: a circle never does
+            y0, y1, x0, x1 = ys_on.min(), ys_on.max(), xs_on.min(), xs_on.max()
+            mask[[y0, y0, y1, y1], [x0, x1, x0, x1]] = False
     frame[mask] = color
 
 
@@ -44,7 +51,7 @@ def _tracks(scene: Scene, rng: np.random.Generator, f: int, h: int, w: int, reve
         if reverse:
             dx, dy = -dx, -dy
         lo, hi = size / 2 + rng.uniform(0, 0.06 * w), w - size / 2 - rng.uniform(0, 0.06 * w)
-        across = rng.uniform(size / 2 + 0.5, w - size / 2 - 0.5)
+        across = rng.uniform(size / 2 + 1.0, w - size / 2 - 1.0)  # clear of the side borders
         prog = t**1.6 if scene.category == "fall" and not reverse else t
         if scene.category == "fall" and reverse:
             prog = 1 - (1 - t) ** 1.6
@@ -56,7 +63,7 @@ def _tracks(scene: Scene, rng: np.random.Generator, f: int, h: int, w: int, reve
             cx, cy = np.full(f, across), a + (b - a) * prog
         tracks.append((cx, cy, np.full(f, size)))
     elif scene.category == "grow":
-        s0, s1 = rng.uniform(0.18, 0.24) * w, rng.uniform(0.55, 0.65) * w
+        s0, s1 = rng.uniform(0.25, 0.3) * w, rng.uniform(0.6, 0.7) * w
         if reverse:
             s0, s1 = s1, s0
         c = rng.uniform(0.45, 0.55, size=2) * w
@@ -76,11 +83,11 @@ def _tracks(scene: Scene, rng: np.random.Generator, f: int, h: int, w: int, reve
         tracks.append((pos[:, 0], pos[:, 1], np.full(f, size)))
     elif scene.category == "toward":
         # One object in the top half, one in the bottom half; they close in horizontally.
-        size = rng.uniform(0.32, 0.36) * w
-        top = rng.uniform(size / 2 + 0.3, h / 2 - size / 2 - 0.3)
-        bottom = rng.uniform(h / 2 + size / 2 + 0.3, h - size / 2 - 0.3)
+        size = rng.uniform(0.31, 0.345) * w  # circles keep empty bbox corners below ~0.35 w
+        top = rng.uniform(size / 2 + 1.0, h / 2 - size / 2 - 0.2)
+        bottom = rng.uniform(h / 2 + size / 2 + 0.2, h - size / 2 - 1.0)
         cy = (top, bottom) if rng.random() < 0.5 else (bottom, top)
-        a0, a1 = size / 2 + rng.uniform(0, 0.03 * w), w / 2 - 0.5
+        a0, a1 = size / 2 + 1.0 + rng.uniform(0, 0.03 * w), w / 2 - 0.5
         b0, b1 = w - a0, w - a1
         prog = t[::-1] if reverse else t
         tracks.append((a0 + (a1 - a0) * prog, np.full(f, cy[0]), np.full(f, size)))

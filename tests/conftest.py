@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny random world base (built from config, nothing downloaded) and one local
+Ray cluster per session, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(2)
+
+TINY = ["model.tiny.num_layers=1", "model.tiny.num_attention_heads=2", "model.tiny.attention_head_dim=8",
+        "model.tiny.time_embed_dim=16", "model.tiny.text_dim=16", "model.tiny.text_layers=1",
+        "model.tiny.patch_size=4"]
+
+
+def tiny_config(*overrides: str, base: str | None = None):
+    from ipo_ray.config import load_config
+
+    extra = [f"model.path={base}"] if base else []
+    return load_config(ROOT / "configs" / "world-tiny.yaml", TINY + extra + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> str:
+    """A randomly initialised tiny world base saved as a diffusers-format checkpoint."""
+    from ipo_ray.policy import T2VPolicy
+
+    path = tmp_path_factory.mktemp("base") / "world-base"
+    torch.manual_seed(0)
+    T2VPolicy.build_tiny(tiny_config().model).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(num_cpus=4, _node_ip_address="127.0.0.1", include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield ray
+    ray.shutdown()
