@@ -248,9 +248,7 @@ def train_loop_per_worker(config: dict) -> None:
             (loss / tc.grad_accum).backward()
             acc_metrics.append(m)
             if semi:
-                window_rows += [{"row_id": str(r), "policy_version": int(v), "trained_at_version": version,
-                                 "staleness": int(s), "dropped_stale": bool(not ok)}
-                                for r, v, s, ok in zip(batch["row_id"], batch["policy_version"], staleness, valid)]
+                window_rows += _window_records(batch, staleness, valid, version)
             micro += 1
             n_rows, n_drop = len(valid), int((~valid).sum())
             if micro % tc.grad_accum:
@@ -304,6 +302,21 @@ def train_loop_per_worker(config: dict) -> None:
                          "consumed_rows": consumed_total, "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9),
                          "wait_seconds": wait_s, "busy_seconds": busy_s,
                          "staleness_hist": {str(i): int(c) for i, c in enumerate(stale_hist)}})
+
+
+PROVENANCE = ("row_id", "kind", "group_id", "prompt", "round", "policy_version", "sample_id", "seed", "score",
+              "label", "sample_id_l", "seed_l", "score_l", "label_l", "desirable", "reward", "critic", "frames_path",
+              "frames_path_l")
+
+
+def _window_records(batch: dict, staleness: np.ndarray, valid: np.ndarray, version: int) -> list[dict]:
+    """What a rank trained in this sync window: the rows' provenance (not their latents)."""
+    n = len(batch["row_id"])
+    recs = [{k: (batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i]) for k in PROVENANCE}
+            for i in range(n)]
+    for rec, s, ok in zip(recs, staleness, valid):
+        rec.update(trained_at_version=version, staleness=int(s), dropped_stale=bool(not ok))
+    return recs
 
 
 def _write_window(run: RunDir, version: int, rank: int, rows: list[dict]) -> None:

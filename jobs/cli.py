@@ -1,4 +1,4 @@
-"""``ipo-ray``: run, pretrain, eval (and the entrypoints ``jobs/*.py`` share these parsers)."""
+"""``ipo-ray``: run, pretrain, eval, report (the entrypoints ``jobs/*.py`` share these parsers)."""
 
 from __future__ import annotations
 
@@ -96,6 +96,12 @@ def policy_steps(run_dir: str) -> int:
     return 20
 
 
+def cmd_report(args) -> int:
+    from jobs.report import main as report_main
+
+    return report_main(["--run-dir", args.run_dir] + (["--no-eval"] if args.no_eval else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ipo-ray", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -120,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-videos", action="store_true")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("report", help="evaluate a run's checkpoints and write RUN_DIR/report.html")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--no-eval", action="store_true", help="only rebuild the HTML from what is there")
+    p.set_defaults(fn=cmd_report)
     return ap
 
 

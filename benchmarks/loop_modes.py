@@ -1,0 +1,119 @@
+"""Rounds vs semi-online on the same samples budget and hardware, in one invocation.
+
+    python benchmarks/loop_modes.py --rounds 2 --prompts-per-round 16
+
+Measures: wall time of each mode and their ratio, trainer idle fraction, generator videos/s inside
+the loop vs a bare in-process sampling loop (Ray overhead), weight-sync seconds and bytes, and the
+staleness histogram of semi-online. Writes the "Loop modes" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import update_section  # noqa: E402
+
+
+def bare_videos_per_second(cfg, n_batches: int = 3) -> float:
+    """The same sampling, in-process, no Ray: the ceiling for one generator actor."""
+    import torch
+
+    from ipo_ray.run_dir import load_base_policy
+
+    torch.set_num_threads(max(1, int(cfg.loop.generator_cpus)))
+    policy = load_base_policy(cfg)
+    s = cfg.sampling
+    prompts = ["a red square moves from left to right"] * s.batch_size
+    policy.sample(prompts[:2], [0, 1], s.steps, s.guidance_scale)  # warm-up
+    t0 = time.time()
+    for b in range(n_batches):
+        policy.sample(prompts, list(range(b * s.batch_size, (b + 1) * s.batch_size)), s.steps, s.guidance_scale)
+    return n_batches * s.batch_size / (time.time() - t0)
+
+
+def loop_videos_per_second(run_dir: Path) -> float:
+    """Generator throughput inside the loop: videos over summed generator busy time (per actor)."""
+    files = sorted((run_dir / "samples").glob("round_*/*.parquet"))
+    n = sum(pq.read_metadata(f).num_rows for f in files)
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    gen = [r["generate_seconds"] for r in recs if r.get("event") == "round" and "generate_seconds" in r]
+    return n / sum(gen) if gen else float("nan")
+
+
+def summarize(run_dir: Path) -> dict:
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    done = [r for r in recs if r.get("event") == "trainer_done"]
+    syncs = [r for r in recs if r.get("event") == "sync"]
+    wait = sum(r["wait_seconds"] for r in done)
+    busy = sum(r["busy_seconds"] for r in done)
+    stream = [r for r in recs if r.get("event") == "stream_done"]
+    hist: dict[str, int] = {}
+    for r in done:
+        for k, v in r["staleness_hist"].items():
+            hist[k] = hist.get(k, 0) + v
+    return {"idle_fraction": wait / max(wait + busy, 1e-9), "syncs": len(syncs),
+            "sync_seconds_mean": float(np.mean([s["seconds"] for s in syncs])) if syncs else 0.0,
+            "sync_bytes": syncs[-1]["bytes"] if syncs else 0, "staleness_hist": hist,
+            "dropped_stale": stream[0]["dropped_stale"] if stream else 0,
+            "rows_trained": sum(r["rows"] - r["dropped_stale"] for r in recs if r.get("event") == "step")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "world-tiny.yaml"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--prompts-per-round", type=int, default=16)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args(argv)
+
+    from ipo_ray.config import load_config
+    from jobs.loop import Loop, init_ray
+
+    common = [f"loop.rounds={args.rounds}", f"loop.prompts_per_round={args.prompts_per_round}",
+              "loop.epochs_per_round=1", *args.overrides]
+    init_ray()
+    work = Path(tempfile.mkdtemp(prefix="ipo-ray-bench-"))
+    results = {}
+    for mode in ("rounds", "semi_online"):
+        cfg = load_config(args.config, common + [f"loop.mode={mode}", f"run_dir={work / mode}"])
+        t0 = time.time()
+        summary = Loop(cfg, str(work / mode), log=print).run_all()
+        results[mode] = {"wall_seconds": time.time() - t0, **summarize(work / mode), "final_version": summary["final_version"]}
+    cfg = load_config(args.config, common)
+    bare = bare_videos_per_second(cfg)
+    in_loop = loop_videos_per_second(work / "rounds")
+    r, s = results["rounds"], results["semi_online"]
+    body = [
+        f"Command: `python benchmarks/loop_modes.py --rounds {args.rounds} --prompts-per-round {args.prompts_per_round}"
+        + "".join(f" --set {o}" for o in args.overrides) + "`", "",
+        f"Same samples budget in both modes: {args.rounds} rounds x {args.prompts_per_round} prompts x "
+        f"{cfg.sampling.num_per_prompt} videos, {cfg.algo.name}, {cfg.train.num_workers} DDP workers, "
+        f"{cfg.loop.generator_actors} generator actor(s), on this 2-core machine.", "",
+        "| mode | wall s | trainer idle | rows trained | syncs | sync s (mean) | sync bytes | staleness histogram | dropped stale |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for mode, x in results.items():
+        body.append(f"| {mode} | {x['wall_seconds']:.0f} | {x['idle_fraction']:.2f} | {x['rows_trained']} | {x['syncs']} | "
+                    f"{x['sync_seconds_mean']:.3f} | {x['sync_bytes']:,} | {json.dumps(x['staleness_hist'])} | {x['dropped_stale']} |")
+    body += ["", f"Semi-online speed-up over rounds: **{r['wall_seconds'] / s['wall_seconds']:.2f}x** (target 1.8x).",
+             f"Generator videos/s: {in_loop:.2f} inside the loop (rounds mode, per actor busy time) vs {bare:.2f} in a "
+             f"bare in-process loop: Ray overhead {max(0.0, 1 - in_loop / bare) * 100:.0f}% (target <= 10%)."]
+    update_section("Loop modes: rounds vs semi-online", "\n".join(body))
+    print("\n".join(body))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

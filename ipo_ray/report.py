@@ -1,0 +1,160 @@
+"""The run report: one self-contained HTML page (inline SVG plots, GIFs as data URIs).
+
+Sections: the config; learning curves (loss, implicit accuracy) per optimizer step; acceptance
+of the rollouts per policy version (the critic's own scores of what each version generated);
+evaluation summaries per checkpoint (train / held-out acceptance, VBench-style metrics); and, for a
+fixed set of prompts and seeds, the videos of the base and of every evaluated version side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+
+def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, width: int = 460, height: int = 220) -> str:
+    """A minimal line chart: ``series`` maps a label to (x, y) points."""
+    pts = [p for s in series.values() for p in s if np.isfinite(p[1])]
+    if not pts:
+        return f"<p><i>{html.escape(title)}: no data</i></p>"
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    pad = 40
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+
+    def sx(x):
+        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
+
+    def sy(y):
+        return height - pad + (y - y0) / (y1 - y0) * (2 * pad - height)
+
+    out = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" class="chart">',
+           f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
+           f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>',
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>',
+           f'<text x="{pad - 4}" y="{height - pad}" text-anchor="end" font-size="10">{y0:.3g}</text>',
+           f'<text x="{pad - 4}" y="{pad + 4}" text-anchor="end" font-size="10">{y1:.3g}</text>',
+           f'<text x="{pad}" y="{height - pad + 14}" font-size="10">{x0:.3g}</text>',
+           f'<text x="{width - pad}" y="{height - pad + 14}" text-anchor="end" font-size="10">{x1:.3g}</text>']
+    for i, (label, s) in enumerate(series.items()):
+        s = [p for p in s if np.isfinite(p[1])]
+        if not s:
+            continue
+        c = colors[i % len(colors)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.8" points="{path}"/>')
+        if len(s) <= 12:
+            out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"/>' for x, y in s]
+        out.append(f'<text x="{width - pad}" y="{pad + 14 * i}" text-anchor="end" font-size="11" fill="{c}">'
+                   f'{html.escape(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _gif_uri(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        return ""
+    return "data:image/gif;base64," + base64.b64encode(p.read_bytes()).decode()
+
+
+def rollout_acceptance(run_dir: Path) -> list[dict]:
+    """Per policy version: acceptance and mean critic score of the rollouts it generated."""
+    files = sorted((run_dir / "samples").glob("round_*/*.parquet"))
+    if not files:
+        return []
+    import pyarrow as pa
+
+    t = pa.concat_tables([pq.read_table(f, columns=["policy_version", "score"]) for f in files]).to_pandas()
+    g = t.groupby("policy_version")["score"]
+    return [{"policy_version": int(v), "n": int(s.size), "acceptance": float((s >= 0.8).mean()),
+             "mean_score": float(s.mean())} for v, s in g]
+
+
+def eval_summaries(run_dir: Path) -> list[dict]:
+    out = []
+    for f in sorted((run_dir / "eval").glob("v*/summary.json")):
+        s = json.loads(f.read_text())
+        s["dir"] = str(f.parent)
+        out.append(s)
+    return sorted(out, key=lambda s: s["policy_version"])
+
+
+def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) -> Path:
+    run_dir = Path(run_dir)
+    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").is_file() else []
+    steps = [r for r in recs if r.get("event") == "step"]
+    parts = [f"<h1>ipo-ray run report</h1><p>run directory: <code>{html.escape(str(run_dir))}</code></p>"]
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        parts.append("<h2>Summary</h2><pre>" + html.escape(summary.read_text()) + "</pre>")
+    ra = rollout_acceptance(run_dir)
+    evals = eval_summaries(run_dir)
+    charts = [
+        svg_lines({"loss": [(r["step"], r.get("loss", np.nan)) for r in steps]}, "training loss per optimizer step"),
+        svg_lines({"implicit accuracy": [(r["step"], r.get("implicit_acc", np.nan)) for r in steps]},
+                  "implicit accuracy (DPO/KTO)"),
+        svg_lines({"rollout acceptance": [(r["policy_version"], r["acceptance"]) for r in ra],
+                   "rollout mean score": [(r["policy_version"], r["mean_score"]) for r in ra]},
+                  "rollouts per policy version (critic scores)"),
+        svg_lines({split: [(e["policy_version"], e[split]["acceptance"]) for e in evals if split in e]
+                   for split in ("train", "heldout")}, "eval acceptance per checkpoint (score >= 0.8)"),
+    ]
+    parts.append("<h2>Curves</h2><div class='charts'>" + "".join(charts) + "</div>")
+    if evals:
+        rows = "".join(
+            f"<tr><td>v{e['policy_version']}</td>" + "".join(
+                f"<td>{e[s]['acceptance']:.3f} ({e[s]['n']})</td><td>{e[s]['mean_score']:.3f}</td>" if s in e
+                else "<td>-</td><td>-</td>" for s in ("train", "heldout"))
+            + f"<td>{e.get('temporal_flicker', float('nan')):.4f}</td><td>{e.get('dynamic_degree', float('nan')):.3f}</td>"
+            f"<td>{e.get('motion_smoothness', float('nan')):.4f}</td></tr>" for e in evals)
+        parts.append("<h2>Evaluation</h2><table><tr><th>checkpoint</th><th>train acceptance (n)</th><th>train mean</th>"
+                     "<th>held-out acceptance (n)</th><th>held-out mean</th><th>temporal flicker</th>"
+                     f"<th>dynamic degree</th><th>motion smoothness</th></tr>{rows}</table>")
+        parts.append(_video_grid(evals, max_prompts, max_seeds))
+    if ra:
+        parts.append("<h2>Rollouts</h2><table><tr><th>policy version</th><th>videos</th><th>acceptance</th>"
+                     "<th>mean score</th></tr>" + "".join(
+                         f"<tr><td>v{r['policy_version']}</td><td>{r['n']}</td><td>{r['acceptance']:.3f}</td>"
+                         f"<td>{r['mean_score']:.3f}</td></tr>" for r in ra) + "</table>")
+    parts.append("<h2>Config</h2><pre>" + html.escape(cfg_text) + "</pre>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>ipo-ray report</title><style>"
+            "body{font-family:sans-serif;margin:24px;max-width:1200px} table{border-collapse:collapse;margin:8px 0}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px} .charts{display:flex;flex-wrap:wrap;gap:12px}"
+            "img.v{image-rendering:pixelated;width:96px;height:96px;margin:1px} pre{background:#f6f6f6;padding:8px}"
+            "</style></head><body>" + "".join(parts) + "</body></html>")
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
+
+
+def _video_grid(evals: list[dict], max_prompts: int, max_seeds: int) -> str:
+    tables = {}
+    for e in evals:
+        f = Path(e["dir"]) / "samples.parquet"
+        if f.is_file():
+            tables[e["policy_version"]] = pq.read_table(f).to_pylist()
+    if not tables:
+        return ""
+    first = next(iter(tables.values()))
+    prompts = list(dict.fromkeys(r["prompt"] for r in first))[:max_prompts]
+    head = "".join(f"<th>v{v}</th>" for v in tables)
+    body = []
+    for p in prompts:
+        cells = []
+        for v, rows in tables.items():
+            rs = [r for r in rows if r["prompt"] == p][:max_seeds]
+            cells.append("<td>" + "".join(
+                f"<img class='v' src='{_gif_uri(r['video_path'])}' title='seed {r['seed']} score {r['score']:.2f}'>"
+                for r in rs) + "<br>" + " ".join(f"{r['score']:.2f}" for r in rs) + "</td>")
+        body.append(f"<tr><td>{html.escape(p)}</td>{''.join(cells)}</tr>")
+    return ("<h2>Videos: same prompts and seeds, base and each checkpoint</h2>"
+            f"<table><tr><th>prompt</th>{head}</tr>{''.join(body)}</table>")

@@ -1,0 +1,52 @@
+import pytest
+
+from ipo_ray.config import ConfigError, load_config
+
+from .conftest import ROOT
+
+PRESETS = ["world-tiny.yaml", "cogvideox-2b.yaml"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_validate(preset):
+    cfg = load_config(ROOT / "configs" / preset)
+    assert cfg.name
+
+
+def test_overrides_apply_with_yaml_types():
+    cfg = load_config(ROOT / "configs" / "world-tiny.yaml", ["loop.rounds=2", "algo.beta=250", "loop.mode=semi_online"])
+    assert cfg.loop.rounds == 2 and cfg.algo.beta == 250.0 and cfg.loop.mode == "semi_online"
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("loop.mode=sideways", r"^config error: loop\.mode: Input should be 'rounds' or 'semi_online' \(got 'sideways'\)$"),
+    ("loop.rounds=0", r"^config error: loop\.rounds: Input should be greater than or equal to 1 \(got 0\)$"),
+    ("algo.colour=red", r"^config error: algo\.colour: unknown field$"),
+    ("train.lr=fast", r"^config error: train\.lr: Input should be a valid number"),
+    ("critic.backend=gpt", r"^config error: critic\.backend: Input should be "),
+    ("rounds", r"expected key=value"),
+])
+def test_errors_are_one_line_and_name_the_field(override, expect):
+    with pytest.raises(ConfigError, match=expect) as err:
+        load_config(ROOT / "configs" / "world-tiny.yaml", [override])
+    assert "\n" not in str(err.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("model:\n  source: pretrained\n")
+    with pytest.raises(ConfigError, match=r"model\.path: required"):
+        load_config(bad)
+
+
+def test_cli_reports_config_errors_in_one_line(capsys):
+    from jobs.cli import main
+
+    assert main(["run", "--config", str(ROOT / "configs" / "world-tiny.yaml"), "--set", "loop.mode=x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ipo-ray: error: config error: loop.mode") and "\n" not in err

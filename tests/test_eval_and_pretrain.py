@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ipo_ray.world import judge
+
+from .conftest import ROOT, TINY
+
+
+def test_pretrain_job_at_a_small_budget_then_eval(tmp_path):
+    """The pretraining job (what made the committed base) still runs, and eval reads its output."""
+    from jobs.cli import main
+
+    out = tmp_path / "base"
+    assert main(["pretrain", "--config", str(ROOT / "configs" / "world-tiny.yaml"), "--out", str(out),
+                 *sum((["--set", o] for o in TINY + ["pretrain.steps=30", "pretrain.batch_size=4"]), [])]) == 0
+    info = json.loads((out / "pretrain_info.json").read_text())
+    assert info["steps"] == 30 and info["flawed_fraction"] == 0.3
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square moves from left to right\na blue circle grows\n")
+    assert main(["eval", "--run-dir", str(out), "--version", "base", "--prompts", str(prompts), "--seeds", "3",
+                 "--steps", "2", "--out", str(tmp_path / "eval")]) == 0
+    t = pq.read_table(tmp_path / "eval" / "samples.parquet").to_pylist()
+    assert len(t) == 6
+    assert {"prompt", "seed", "policy_version", "score", "frames_path", "video_path"} <= set(t[0])
+    for r in t:
+        frames = np.load(r["frames_path"])
+        assert frames.dtype == np.uint8 and frames.shape == (8, 16, 16, 3)
+        assert judge(frames, r["prompt"]) == pytest.approx(r["score"])
+        assert r["policy_version"] == 0 and r["video_path"].endswith(".gif")
+    s = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert s["all"]["n"] == 6 and 0 <= s["all"]["acceptance"] <= 1
+    assert {"temporal_flicker", "dynamic_degree", "motion_smoothness"} <= set(s)
+
+
+def test_eval_prompt_files(tmp_path):
+    import pyarrow as pa
+
+    from ipo_ray.evaluate import read_prompts
+
+    pq.write_table(pa.table({"prompt": ["a red square grows"]}), tmp_path / "p.parquet")
+    assert read_prompts(str(tmp_path / "p.parquet")) == ["a red square grows"]
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a blue circle grows"}\n')
+    assert read_prompts(str(tmp_path / "p.jsonl")) == ["a blue circle grows"]
+    pq.write_table(pa.table({"text": ["x"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="no 'prompt' column"):
+        read_prompts(str(tmp_path / "bad.parquet"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_prompts(str(tmp_path / "missing.txt"))
+    assert len(read_prompts("world:heldout")) >= 8

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+
+from ipo_ray.codec import frames_to_unit, unit_to_frames
+from ipo_ray.policy import T2VPolicy, seeds_for
+from ipo_ray.world import render
+
+from .conftest import tiny_config
+
+P = ["a red square moves from left to right", "a blue circle grows"]
+
+
+@pytest.fixture()
+def policy():
+    torch.manual_seed(0)
+    return T2VPolicy.build_tiny(tiny_config().model)
+
+
+def test_tiny_world_model_uses_the_real_diffusers_classes(policy):
+    from diffusers import CogVideoXTransformer3DModel
+    from transformers import PreTrainedTokenizerFast, T5EncoderModel
+
+    assert isinstance(policy.transformer, CogVideoXTransformer3DModel)
+    assert isinstance(policy.text_encoder, T5EncoderModel)
+    assert isinstance(policy.tokenizer, PreTrainedTokenizerFast)
+    ids = policy.tokenizer(P[0]).input_ids
+    assert policy.tokenizer.unk_token_id not in ids and ids[-1] == policy.tokenizer.eos_token_id
+
+
+def test_codec_round_trip():
+    v = np.stack([render(P[0], 1), render(P[1], 2)])
+    assert np.array_equal(unit_to_frames(frames_to_unit(v)), v)
+
+
+def test_sampling_is_deterministic_per_seed(policy):
+    a, la = policy.sample(P, [1, 2], steps=3)
+    b, lb = policy.sample(P, [1, 2], steps=3)
+    c, _ = policy.sample(P, [3, 2], steps=3)
+    assert a.shape == (2, 8, 16, 16, 3) and a.dtype == np.uint8 and la.shape == (2, 8, 3, 16, 16)
+    assert np.array_equal(a, b) and torch.equal(la, lb)
+    assert not np.array_equal(a[0], c[0])
+    # The sample of seed 2 does not depend on what else is in the batch.
+    assert np.abs(a[1].astype(int) - c[1].astype(int)).max() <= 1
+    assert len(set(seeds_for(5, 8, 0, 1))) == 8 and seeds_for(5, 8, 0, 1) == seeds_for(5, 8, 0, 1)
+    assert seeds_for(5, 8, 0, 1) != seeds_for(5, 8, 0, 2)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_training_error_is_per_sample(prediction_type):
+    torch.manual_seed(0)
+    pol = T2VPolicy.build_tiny(tiny_config(f"model.prediction_type={prediction_type}").model)
+    x0 = frames_to_unit(np.stack([render(P[0], s) for s in range(3)]))
+    cond = pol.encode_prompts([P[0]] * 3)
+    noise, t = pol.sample_noise_and_t(3, torch.Generator().manual_seed(0))
+    err = pol.training_error(x0, cond, t, noise)
+    assert err.shape == (3,)
+    # Equals the mean squared error against the scheduler's target, computed by hand.
+    xt = pol.scheduler.add_noise(x0, noise, t)
+    pred = pol.transformer(hidden_states=xt, encoder_hidden_states=cond, timestep=t).sample
+    target = noise if prediction_type == "epsilon" else pol.scheduler.get_velocity(x0, noise, t)
+    assert torch.allclose(err, ((pred - target) ** 2).mean(dim=(1, 2, 3, 4)), atol=1e-6)
+    # A batch of one gives the same error: nothing is reduced across the batch.
+    assert torch.allclose(pol.training_error(x0[:1], cond[:1], t[:1], noise[:1]), err[:1], atol=1e-5)
+
+
+def test_lora_reference_is_the_base_with_adapters_disabled():
+    torch.manual_seed(0)
+    cfg = tiny_config("model.finetune=lora").model
+    pol = T2VPolicy.build_tiny(cfg)
+    x0 = frames_to_unit(np.stack([render(P[0], 0)]))
+    cond = pol.encode_prompts(P[:1])
+    noise, t = pol.sample_noise_and_t(1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base = pol.training_error(x0, cond, t, noise).clone()
+    pol.setup_finetune()
+    assert pol.is_lora
+    trainable = [n for n, p in pol.transformer.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():
+        for n, p in pol.transformer.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)
+        with pol.reference() as ref:
+            ref_err = pol.training_error(x0, cond, t, noise, model=ref)
+        tuned = pol.training_error(x0, cond, t, noise)
+    assert torch.allclose(ref_err, base, atol=1e-6)
+    assert not torch.allclose(tuned, base, atol=1e-4)
+    state = pol.policy_state()
+    assert state and all("lora" in k for k in state)
+
+
+def test_full_finetune_reference_is_frozen_and_moves(policy):
+    policy.setup_finetune()
+    assert not any(p.requires_grad for p in policy.reference_model.parameters())
+    with torch.no_grad():
+        next(policy.transformer.parameters()).add_(1.0)
+    p0 = next(policy.reference_model.parameters())
+    assert not torch.equal(p0, next(policy.transformer.parameters()))
+    policy.move_reference()
+    assert torch.equal(next(policy.reference_model.parameters()), next(policy.transformer.parameters()))
+
+
+def test_save_load_round_trip(policy, tmp_path):
+    policy.save(tmp_path / "ckpt")
+    for sub in ("transformer", "text_encoder", "tokenizer", "scheduler"):
+        assert (tmp_path / "ckpt" / sub).is_dir()
+    loaded = T2VPolicy.from_pretrained(str(tmp_path / "ckpt"))
+    a, _ = policy.sample(P, [4, 5], steps=3)
+    b, _ = loaded.sample(P, [4, 5], steps=3)
+    assert np.array_equal(a, b)
+    assert loaded.cfg.tiny == policy.cfg.tiny
+
+
+def test_policy_state_round_trip(policy):
+    other = T2VPolicy.build_tiny(tiny_config().model)
+    other.text_encoder = policy.text_encoder  # frozen and shared: a weight sync ships the transformer only
+    a0, _ = other.sample(P[:1], [9], steps=2)
+    other.load_policy_state(policy.policy_state())
+    a, _ = policy.sample(P[:1], [9], steps=2)
+    b, _ = other.sample(P[:1], [9], steps=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, a0)
+
+
+def test_unknown_checkpoint_needs_a_config(tmp_path):
+    with pytest.raises(ValueError, match="not an ipo-ray checkpoint"):
+        T2VPolicy.from_pretrained(str(tmp_path))
