@@ -42,8 +42,13 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     out = Path(out or pc.out)
     torch.manual_seed(pc.seed)
     rng = np.random.default_rng(pc.seed)
-    policy = T2VPolicy.build_tiny(cfg.model)
+    policy = T2VPolicy.from_pretrained(pc.init_from) if pc.init_from else T2VPolicy.build_tiny(cfg.model)
     policy.text_encoder.requires_grad_(True).train()
+    # An exponential moving average of the weights samples much cleaner than the raw weights
+    # (standard for diffusion models); the checkpoint holds the EMA.
+    ema = torch.optim.swa_utils.AveragedModel(
+        torch.nn.ModuleList([policy.transformer, policy.text_encoder]),
+        multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(pc.ema_decay)) if pc.ema_decay > 0 else None
     params = list(policy.transformer.parameters()) + list(policy.text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
     warmup = min(200, pc.steps // 10)
@@ -65,17 +70,28 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(torch.nn.ModuleList([policy.transformer, policy.text_encoder]))
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if (time.time() - start) / 60.0 > pc.max_minutes:
             log(f"pretrain: time budget of {pc.max_minutes} min reached at step {step + 1}")
             break
+    if ema is not None:
+        policy.transformer.load_state_dict(ema.module[0].state_dict())
+        policy.text_encoder.load_state_dict(ema.module[1].state_dict())
     policy.text_encoder.eval().requires_grad_(False)
     policy.save(out)
+    prev = {}
+    if pc.init_from and (Path(pc.init_from) / "pretrain_info.json").is_file():
+        prev = json.loads((Path(pc.init_from) / "pretrain_info.json").read_text())
     info = {"steps": step + 1, "minutes": (time.time() - start) / 60.0, "final_loss": float(np.mean(losses[-100:])),
             "params": policy.num_parameters(), "flawed_fraction": pc.flawed_fraction, "seed": pc.seed,
-            "batch_size": pc.batch_size, "lr": pc.lr}
+            "batch_size": pc.batch_size, "lr": pc.lr, "ema_decay": pc.ema_decay,
+            "total_steps": step + 1 + prev.get("total_steps", prev.get("steps", 0)),
+            "total_minutes": (time.time() - start) / 60.0 + prev.get("total_minutes", prev.get("minutes", 0.0)),
+            "init_from": pc.init_from}
     (out / "pretrain_info.json").write_text(json.dumps(info, indent=2))
     log(f"pretrain: wrote {out} ({info['steps']} steps, {info['minutes']:.1f} min, loss {info['final_loss']:.4f})")
     return out

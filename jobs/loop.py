@@ -100,13 +100,23 @@ class Loop:
         rows_per_group = 1.0 if c.algo.name == "dpo" else float(c.sampling.num_per_prompt)
         step_rows = c.train.batch_size * c.train.num_workers * c.train.grad_accum
         window = max(1, c.loop.max_staleness) * c.loop.sync_every * step_rows
+        # Ray Train's streaming_split(equal=True) hands a block to one rank only while it holds enough
+        # rows to even out the others, so about one critic block per rank waits in the splitter.
+        # The gate must admit that much or the pipeline stalls (docs/ARCHITECTURE.md).
+        prompts_per_batch = max(1, c.sampling.batch_size // c.sampling.num_per_prompt)
+        block_rows = int(prompts_per_batch * rows_per_group)
+        hold = (c.train.num_workers + 1) * block_rows
+        if credit and hold > window:
+            self.log(f"note: the split needs {hold} rows in flight but one staleness window is {window}; rows may "
+                     "exceed max_staleness and be dropped (raise loop.sync_every or lower sampling.batch_size)")
+        window = max(window, hold)
         try:
             ray.kill(ray.get_actor(self.store_name))
         except ValueError:
             pass
         # Keep the handle on self: a named actor with no live handle is garbage-collected.
         self.store = WeightStore.options(name=self.store_name).remote(window, rows_per_group, credit, version,
-                                                                       step_rows)
+                                                                       step_rows + hold)
         ray.get(self.store.get_version.remote())
         return self.store
 
@@ -136,7 +146,8 @@ class Loop:
                                          resources_per_worker={"CPU": c.train.cpus_per_worker}
                                          | ({"GPU": 1} if c.train.use_gpu else {})),
             datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
-            run_config=RunConfig(storage_path=str(self.run.path / "ray_train"), name=name))
+            # A fresh name per attempt: a resumed run starts its own Ray Train run from our checkpoint.
+            run_config=RunConfig(storage_path=str(self.run.path / "ray_train"), name=f"{name}-{int(time.time())}"))
         trainer.fit()
 
     def latest_checkpoint(self) -> Path | None:
