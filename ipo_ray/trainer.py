@@ -192,7 +192,7 @@ def train_loop_per_worker(config: dict) -> None:
     real_shard = ray.train.get_dataset_shard("real") if config.get("has_real") else None
     real_it = _real_iter(real_shard, tc.real_batch_size) if real_shard is not None and tc.real_batch_size > 0 else None
     max_stale = lc.max_staleness if semi else 10**9
-    fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
+    fault_after = int(config.get("fault_after_step") or os.environ.get(FAULT_ENV, "0") or 0)
 
     step = int(config.get("start_step", 0))
     micro, since_sync, consumed_total = 0, 0, int(config.get("consumed_rows", 0))

@@ -28,7 +28,7 @@ from actors.weight_store import WeightStore
 from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
 from ipo_ray.run_dir import RunDir
-from ipo_ray.trainer import train_loop_per_worker
+from ipo_ray.trainer import FAULT_ENV, train_loop_per_worker
 from ipo_ray.weight_sync import STORE_NAME
 from ipo_ray.world import render, splits
 
@@ -141,7 +141,9 @@ class Loop:
             train_loop_per_worker,
             train_loop_config={"cfg": c.model_dump(mode="json"), "run_dir": str(self.run.path), "epochs": epochs,
                                "has_real": real is not None, "store_name": self.store_name,
-                               "optimizer_state": str(ckpt / "optimizer.pt") if ckpt else None, **config},
+                               "optimizer_state": str(ckpt / "optimizer.pt") if ckpt else None,
+                               # Resume drills in tests: the driver's env var reaches the workers.
+                               "fault_after_step": int(os.environ.get(FAULT_ENV, "0") or 0), **config},
             scaling_config=ScalingConfig(num_workers=c.train.num_workers, use_gpu=c.train.use_gpu,
                                          resources_per_worker={"CPU": c.train.cpus_per_worker}
                                          | ({"GPU": 1} if c.train.use_gpu else {})),
