@@ -50,3 +50,13 @@ def test_cli_reports_config_errors_in_one_line(capsys):
     assert main(["run", "--config", str(ROOT / "configs" / "world-tiny.yaml"), "--set", "loop.mode=x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ipo-ray: error: config error: loop.mode") and "\n" not in err
+
+
+def test_the_ipo_ray_command_is_installed():
+    import shutil
+    import subprocess
+
+    exe = shutil.which("ipo-ray")
+    assert exe, "the ipo-ray console script is not on PATH (pip install -e .)"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "run" in out.stdout and "eval" in out.stdout
