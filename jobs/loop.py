@@ -79,6 +79,11 @@ def real_dataset(cfg: Config, n: int = 256):
 
 class Loop:
     def __init__(self, cfg: Config, run_dir: str | None = None, resume: bool = False, log=print):
+        # Ray Train workers do not run in the driver's working directory: make local paths absolute.
+        if cfg.model.path and Path(cfg.model.path).exists():
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(Path(cfg.model.path).absolute())})})
+        if cfg.real_videos and Path(cfg.real_videos).exists():
+            cfg = cfg.model_copy(update={"real_videos": str(Path(cfg.real_videos).absolute())})
         self.cfg = cfg
         self.run = RunDir(Path(run_dir or cfg.run_dir).absolute())
         self.resume = resume
