@@ -26,6 +26,19 @@ from ipo_ray.telemetry import actor_metrics
 from ipo_ray.world import ACCEPT
 
 
+def judge_samples(critic, samples: list[dict]) -> dict[str, list[dict]]:
+    """Judge each group (samples sharing ``group_id``) in place: score, label, critic text, validity and the
+    pairwise critic's ``pair_role``. Returns the groups."""
+    groups: dict[str, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(s["group_id"], []).append(s)
+    for g in groups.values():
+        for s, j in zip(g, critic.judge_group(g[0]["prompt"], [s["frames"] for s in g])):
+            s.update(score=float(j.score), label=j.label, critic_text=j.text, valid=j.valid,
+                     pair_role=getattr(j, "role", ""))
+    return groups
+
+
 class CriticActor:
     def __init__(self, cfg: dict, run_dir: str, store_name: str, skip_row_ids: list[str] | None = None,
                  threads: int = 1):
@@ -46,12 +59,7 @@ class CriticActor:
             samples.append({k: batch[k][i] for k in ("sample_id", "group_id", "prompt", "round", "seed",
                                                       "policy_version", "latents", "latent_shape", "latent_dtype")}
                            | {"frames": frames})
-        groups: dict[str, list[dict]] = {}
-        for s in samples:
-            groups.setdefault(s["group_id"], []).append(s)
-        for g in groups.values():
-            for s, j in zip(g, self.critic.judge_group(g[0]["prompt"], [s["frames"] for s in g])):
-                s.update(score=float(j.score), label=j.label, critic_text=j.text, valid=j.valid)
+        groups = judge_samples(self.critic, samples)
         self._write_samples(samples)
         dt = time.time() - t0
         rows, counts = to_training_rows(samples, self.cfg.algo.name, self.cfg.algo.min_score_gap, self.critic.name)
@@ -81,7 +89,7 @@ class CriticActor:
             s["frames_path"], s["video_path"] = save_sample(s["frames"], vdir / s["sample_id"])
         table = pa.table({k: [s[k] for s in samples] for k in (
             "sample_id", "group_id", "prompt", "round", "seed", "policy_version", "score", "label", "critic_text",
-            "valid", "frames_path", "video_path")} | {"critic": [self.critic.name] * len(samples)})
+            "valid", "pair_role", "frames_path", "video_path")} | {"critic": [self.critic.name] * len(samples)})
         out = self.run_dir / "samples" / f"round_{r:03d}"
         out.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out / f"part-{uuid.uuid4().hex[:12]}.parquet")

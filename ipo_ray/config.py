@@ -10,6 +10,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class _Strict(BaseModel):
@@ -71,16 +72,46 @@ class PretrainConfig(_Strict):
 
 
 class CriticConfig(_Strict):
+    """Which critic labels the videos (docs/CRITICS.md). ``backend`` picks the engine, ``protocol`` the question:
+    ``score`` (the backend's own number: world judge, metric, CLIP), ``pairwise`` (IPO: A vs B, asked in both
+    orders, only consistent verdicts kept), ``pointwise`` (IPO: Good / Normal / Bad) or ``binary`` (Furuta et al.:
+    Accept / Reject). VLM backends (transformers, vllm) need a pairwise, pointwise or binary protocol and a model."""
+
     backend: Literal["world", "flow", "flicker", "clip", "transformers", "vllm"] = "world"
     protocol: Literal["score", "pairwise", "pointwise", "binary"] = "score"
-    model: str | None = None  # VLM path or hub id for transformers / vllm backends
-    num_frames: int = Field(8, ge=1)
+    model: str | None = None  # VLM / CLIP path or hub id for the clip, transformers and vllm backends
+    revision: str | None = None
+    prompt_version: Literal["v1"] = Field("v1", description="version of the prompt templates (ipo_ray/critic/prompts.py)")
+    dimension: Literal["overall", "consistency", "fidelity", "smoothness"] = "overall"
+    num_frames: int | None = Field(None, ge=1, description="frames shown to a VLM/CLIP; default 16 (IPO), 8 (binary)")
+    max_frame_pixels: int = Field(224 * 224, ge=64, description="frames larger than this are downscaled (no crop)")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1, description="VLM requests per forward batch")
     noise_accuracy: float | None = Field(None, gt=0.5, le=1.0)
+    noise_seed: int = 0
     tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.8, gt=0, le=1.0, description="vllm backend only")
     on_unparsable: Literal["drop", "abstain"] = "drop"
     num_actors: int = Field(1, ge=1)
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_backend(self):
+        vlm = self.backend in ("transformers", "vllm")
+        if (vlm or self.backend == "clip") and not self.model:
+            raise PydanticCustomError("critic", "critic.model is required when critic.backend is '{b}' (a local path or hub id)",
+                                      {"b": self.backend})
+        if vlm and self.protocol == "score":
+            raise PydanticCustomError("critic", "critic.protocol must be pairwise, pointwise or binary for backend '{b}'"
+                                      " (got 'score')", {"b": self.backend})
+        return self
+
+    def frames_for(self, protocol: str | None = None) -> int:
+        """Frames per video: ``num_frames`` if set, else 8 for binary (Furuta et al.) and 16 for IPO prompts."""
+        if self.num_frames is not None:
+            return self.num_frames
+        return 8 if (protocol or self.protocol) == "binary" else 16
 
 
 class AlgoConfig(_Strict):

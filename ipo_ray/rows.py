@@ -3,7 +3,9 @@
 One schema for every algorithm, so Ray Data blocks and Parquet files are uniform:
 
 - ``kind="pair"`` (DPO): best vs worst of a group when the score gap is at least
-  ``min_score_gap`` (IPO's selective sampling); ``*_l`` fields hold the rejected sample.
+  ``min_score_gap`` (IPO's selective sampling); ``*_l`` fields hold the rejected sample. When a
+  pairwise critic marked the group's pair (samples with ``pair_role`` "chosen" / "rejected", a
+  position-swap-consistent verdict), that pair is used as is.
 - ``kind="point"`` (KTO / RWR / best-of-N SFT): one row per sample with ``desirable``
   (Good or Normal, i.e. score >= desirable_threshold) and ``reward`` (the score).
 
@@ -50,11 +52,16 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
         if len(valid) < 2:
             counts["groups_too_small"] += 1
             return [], counts
-        order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
-        lo, hi = order[0], order[-1]
-        if hi["score"] - lo["score"] < min_score_gap:
-            counts["groups_no_contrast"] += 1
-            return [], counts
+        roles = {s.get("pair_role", ""): s for s in valid}
+        if "chosen" in roles and "rejected" in roles:
+            hi, lo = roles["chosen"], roles["rejected"]
+            counts["pairs_from_verdict"] += 1
+        else:
+            order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
+            lo, hi = order[0], order[-1]
+            if hi["score"] - lo["score"] < min_score_gap:
+                counts["groups_no_contrast"] += 1
+                return [], counts
         row = _point(hi, critic)
         row.update({"row_id": f"{hi['sample_id']}|{lo['sample_id']}", "kind": "pair", "sample_id_l": lo["sample_id"],
                     "seed_l": int(lo["seed"]), "score_l": float(lo["score"]), "label_l": lo["label"],

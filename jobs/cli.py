@@ -102,6 +102,12 @@ def cmd_report(args) -> int:
     return report_main(["--run-dir", args.run_dir] + (["--no-eval"] if args.no_eval else []))
 
 
+def cmd_eval_critic(args) -> int:
+    from jobs.eval_critic import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ipo-ray", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--no-eval", action="store_true", help="only rebuild the HTML from what is there")
     p.set_defaults(fn=cmd_report)
+    from jobs.eval_critic import add_args as eval_critic_args
+
+    p = sub.add_parser("eval-critic", help="pairwise / pointwise accuracy of the configured critic on labelled data")
+    eval_critic_args(p)
+    p.set_defaults(fn=cmd_eval_critic)
     return ap
 
 
