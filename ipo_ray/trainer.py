@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from .config import Config
 from .losses import ipo_dpo_objective, ipo_kto_objective, nll_loss, rwr_loss, rwr_weights
+from .parallel import full_model_state, is_sharded, load_optimizer_state, optimizer_state, wrap_model
 from .policy import T2VPolicy
 from .rows import decode_latents
 from .run_dir import RunDir, load_base_policy
@@ -124,19 +125,17 @@ class PreferenceStep:
         return loss * scale, metrics
 
 
-def _gather_state(policy: T2VPolicy, model, strategy: str) -> dict[str, torch.Tensor]:
-    """The full policy state on every rank (collective under FSDP, local under DDP)."""
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+def _gather_state(policy: T2VPolicy, model) -> dict[str, torch.Tensor]:
+    """What a weight sync ships, on every rank (a collective under FSDP, local under DDP): the LoRA
+    tensors when training LoRA, else every weight of the transformer."""
+    if not is_sharded(model):
+        return policy.policy_state()
+    full = full_model_state(model)
+    if policy.is_lora:
+        from peft import get_peft_model_state_dict
 
-        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True,
-                                                                                           rank0_only=False)):
-            state = model.state_dict()
-        if policy.is_lora:
-            state = {k: v for k, v in state.items() if "lora_" in k}
-        return {k: v.detach().cpu().clone() for k, v in state.items()}
-    return policy.policy_state()
+        return {k: v for k, v in get_peft_model_state_dict(policy.transformer, state_dict=full).items()}
+    return full
 
 
 def _real_iter(shard, batch_size: int):
@@ -157,7 +156,9 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
-    torch.manual_seed(tc.seed + 1000 * rank + int(config["start_version"]))
+    # Same seed on every rank for the LoRA init (FSDP shards do not get rank 0's copy the way DDP's
+    # broadcast gives it); per-rank seeds for the noise and timesteps after wrapping.
+    torch.manual_seed(tc.seed + int(config["start_version"]))
     device = ray.train.torch.get_device() if tc.use_gpu else torch.device("cpu")
     semi = config["mode"] == "semi_online"
     version, ref_version = int(config["start_version"]), int(config["ref_version"])
@@ -172,16 +173,15 @@ def train_loop_per_worker(config: dict) -> None:
     policy.to(device)
     if tc.use_gpu and cfg.model.dtype == "bfloat16":
         policy.transformer.to(torch.bfloat16)
-    model = ray.train.torch.prepare_model(policy.transformer, parallel_strategy=tc.strategy,
-                                          parallel_strategy_kwargs={"find_unused_parameters": policy.is_lora}
-                                          if tc.strategy == "ddp" else None)
+    model = wrap_model(policy.transformer, tc.strategy, world, find_unused=policy.is_lora)
+    torch.manual_seed(tc.seed + 1000 * rank + int(config["start_version"]))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps))
                                               if tc.warmup_steps else 1.0)
     if config.get("optimizer_state") and Path(config["optimizer_state"]).is_file():
         saved = torch.load(config["optimizer_state"], map_location="cpu", weights_only=False)
-        opt.load_state_dict(saved["optimizer"])
+        load_optimizer_state(model, opt, saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
     step_fn = PreferenceStep(policy, model, cfg, device)
     transport = ObjectStoreTransport(config.get("store_name", STORE_NAME)) if rank == 0 else None
@@ -198,12 +198,13 @@ def train_loop_per_worker(config: dict) -> None:
     micro, since_sync, consumed_total = 0, 0, int(config.get("consumed_rows", 0))
     window_rows: list[dict] = []
     wait_s, busy_s, t_mark = 0.0, 0.0, time.time()
+    wait_reported = 0.0
     acc_metrics: list[dict] = []
     stale_hist = np.zeros(max(lc.max_staleness, 0) + 3, np.int64)
 
     def publish(reason: str) -> None:
         nonlocal version, ref_version, window_rows, since_sync
-        state = _gather_state(policy, model, tc.strategy)
+        state = _gather_state(policy, model)
         version += 1
         moved = lc.ref_update_every > 0 and version % lc.ref_update_every == 0
         info = {}
@@ -219,12 +220,13 @@ def train_loop_per_worker(config: dict) -> None:
             _write_window(run, version - 1, rank, window_rows)
             window_rows = []
         if moved and not policy.is_lora:
-            policy.reference_model.load_state_dict(policy.trainable_base().state_dict())
+            policy.reference_model.load_state_dict(state)  # full FT: ``state`` is every weight
             ref_version = version
+        opt_state = optimizer_state(model, opt)  # a collective under FSDP: every rank calls it
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, Path(d) / "optimizer.pt")
+                torch.save({"optimizer": opt_state, "scheduler": sched.state_dict()}, Path(d) / "optimizer.pt")
                 (Path(d) / "state.json").write_text(json.dumps({
                     "version": version, "ref_version": ref_version, "step": step, "round": config["round"],
                     "consumed_rows": consumed_total, "mode": config["mode"]}))
@@ -243,6 +245,7 @@ def train_loop_per_worker(config: dict) -> None:
             valid = staleness <= max_stale
             for s in staleness:
                 stale_hist[min(int(s), len(stale_hist) - 1)] += 1
+                metrics_sink.observe("row_staleness", int(s))
             real = next(real_it) if real_it is not None else None
             loss, m = step_fn(batch, real, valid, step)
             (loss / tc.grad_accum).backward()
@@ -277,6 +280,8 @@ def train_loop_per_worker(config: dict) -> None:
                 metrics_sink.count("samples_trained", int(counts[0]))
                 metrics_sink.count("rows_dropped_stale", int(counts[1]))
                 metrics_sink.gauge("trainer_idle_fraction", rec["idle_fraction"])
+                metrics_sink.count("trainer_idle_seconds", wait_s - wait_reported)
+                wait_reported = wait_s
                 metrics_sink.gauge("staleness", rec["staleness_mean"])
                 metrics_sink.observe("step_seconds", t_mark - now)
                 metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_mark - now, 1e-9))

@@ -12,6 +12,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from ipo_ray.rows import ROW_FIELDS
 from ipo_ray.trainer import FAULT_ENV
@@ -117,9 +118,18 @@ def test_semi_online_dpo_resume_after_a_crash(ray_local, tiny_base, tmp_path, mo
     assert summary["final_version"] == max(r["trained_at_version"] for r in consumed) + 1
 
 
-def test_rounds_rwr_one_round(ray_local, tiny_base, tmp_path):
-    summary, _ = run_loop(tmp_path, tiny_base, "loop.mode=rounds", "algo.name=rwr", "loop.rounds=1")
+def test_rounds_rwr_one_round_under_fsdp(ray_local, tiny_base, tmp_path):
+    """Also the FSDP path end to end: 2 gloo workers with sharded weights publish a full policy."""
+    from ipo_ray.policy import T2VPolicy
+    from ipo_ray.run_dir import RunDir
+
+    summary, _ = run_loop(tmp_path, tiny_base, "loop.mode=rounds", "algo.name=rwr", "loop.rounds=1",
+                          "train.strategy=fsdp")
     run = tmp_path / "run"
+    published, _ = RunDir(run).load_policy(1)
+    base = T2VPolicy.from_pretrained(tiny_base)
+    new, old = published.transformer.state_dict(), base.transformer.state_dict()
+    assert set(new) == set(old) and any(not torch.equal(new[k], old[k]) for k in old)
     rows = read_dir(run / "data" / "round_000")
     assert len(rows) == 32 and all(r["kind"] == "point" and 0 <= r["reward"] <= 1 for r in rows)
     steps = [m for m in metrics(run) if m["event"] == "step"]
