@@ -21,6 +21,8 @@ from collections import Counter
 
 import ray
 
+from ipo_ray.telemetry import actor_metrics
+
 
 @ray.remote(num_cpus=0)
 class WeightStore:
@@ -45,6 +47,13 @@ class WeightStore:
         self.waits = 0
         self.wait_seconds = 0.0
         self.finished = False
+        self.metrics = actor_metrics("store")
+
+    def _gauges(self) -> None:
+        """Queue depth for dashboards: rows made or in flight but not yet trained on."""
+        outstanding, _ = self._outstanding()
+        self.metrics.gauge("outstanding_rows", outstanding)
+        self.metrics.gauge("inflight_groups", self.inflight_groups)
 
     # ---- weights
     async def publish(self, version: int, state_refs: list, meta: dict) -> None:
@@ -83,7 +92,9 @@ class WeightStore:
             if waited:
                 self.waits += 1
                 self.wait_seconds += time.time() - start
+                self.metrics.count("credit_wait_seconds", time.time() - start)
             self.inflight_groups += n_groups
+            self._gauges()
             return self.version
 
     async def report_rows(self, n_groups: int, n_rows: int) -> None:
@@ -92,6 +103,7 @@ class WeightStore:
             self.inflight_groups = max(0, self.inflight_groups - n_groups)
             self.done_groups += n_groups
             self.produced_rows += n_rows
+            self._gauges()
             self.cond.notify_all()
 
     async def report_consumed(self, total_rows: int, staleness: dict | None = None, dropped: int = 0) -> None:
@@ -101,6 +113,7 @@ class WeightStore:
             for k, v in (staleness or {}).items():
                 self.staleness[int(k)] += int(v)
             self.dropped_stale += int(dropped)
+            self._gauges()
             self.cond.notify_all()
 
     async def finish(self) -> None:

@@ -160,6 +160,19 @@ class EvalConfig(_Strict):
     splits: list[Literal["train", "heldout"]] = ["train", "heldout"]
 
 
+class WandbConfig(_Strict):
+    """wandb logging of the run (ipo_ray/wandb_log.py); the switch is the top-level ``wandb_mode``."""
+
+    project: str = "ipo-ray"
+    entity: str | None = None
+    group: str | None = None
+    run_name: str | None = Field(None, description="default: '<name>-<run dir name>'")
+    tags: list[str] = []
+    videos_per_round: int = Field(8, ge=0, le=64, description="judged videos logged per round (best/worst pairs)")
+    poll_seconds: float = Field(30.0, ge=0, description="how often the driver logs new metrics; 0 = at round ends")
+    init_timeout_s: float = Field(60.0, gt=0)
+
+
 class Config(_Strict):
     name: str = "world-tiny"
     run_dir: str = "runs/world-tiny"
@@ -175,6 +188,7 @@ class Config(_Strict):
     loop: LoopConfig = LoopConfig()
     eval: EvalConfig = EvalConfig()
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb: WandbConfig = WandbConfig()
 
     @model_validator(mode="after")
     def _check(self):

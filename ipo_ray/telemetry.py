@@ -1,7 +1,13 @@
 """Ray metrics (``ray.util.metrics``) for dashboards: visible in the Ray dashboard and Prometheus.
 
 Every name is prefixed ``ipo_ray_``; the tag ``role`` says which part emitted it (generator,
-critic, trainer). Outside a Ray worker (plain unit tests) metrics are no-ops.
+critic, trainer, store). Outside a Ray worker (plain unit tests) metrics are no-ops.
+
+Ray's metrics agent exports them to Prometheus (``ray start --metrics-export-port``) with a ``ray_``
+prefix and Ray's own labels (``WorkerId`` tells actors apart, ``NodeAddress``, ``SessionName``):
+a counter ``x`` becomes ``ray_ipo_ray_x_total``, a gauge ``ray_ipo_ray_x``, a histogram
+``ray_ipo_ray_x_bucket`` / ``_sum`` / ``_count`` (``prometheus_names``; checked against a live
+export by tests/test_cluster.py). A gauge disappears from the export when its process exits.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ COUNTERS = {
     "rows_dropped_stale": "Rows dropped for exceeding max_staleness",
     "unparsable_judgements": "Critic answers that could not be parsed",
     "syncs": "Weight syncs published",
+    "trainer_idle_seconds": "Seconds the trainer (rank 0) waited for data",
+    "credit_wait_seconds": "Seconds generators waited at the staleness credit gate",
 }
 GAUGES = {
     "videos_per_second": "Videos/s of the last generator batch",
@@ -26,7 +34,8 @@ GAUGES = {
     "trainer_idle_fraction": "Fraction of trainer wall time spent waiting for data",
     "policy_version": "Policy version held",
     "acceptance_rate": "Fraction of judged videos scored >= 0.8",
-    "outstanding_rows": "Rows produced but not yet consumed (queue depth)",
+    "outstanding_rows": "Rows produced or in flight but not yet consumed (queue depth)",
+    "inflight_groups": "Prompt groups admitted to generation but not yet judged",
     "staleness": "Mean staleness of the rows in the last step",
     "sync_bytes": "Bytes shipped by the last weight sync",
 }
@@ -36,7 +45,17 @@ HISTOGRAMS = {
     "step_seconds": ("Seconds per optimizer step", [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]),
     "sync_seconds": ("Seconds per weight publish", [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5]),
     "sync_load_seconds": ("Seconds for a rollout actor to load a new version", [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5]),
+    # Staleness is an integer number of versions; Ray wants positive boundaries, so le=0.5 counts 0.
+    "row_staleness": ("Policy versions between a row's generator and the trainer", [0.5, 1.5, 2.5, 3.5, 5, 9, 17]),
 }
+
+
+def prometheus_names() -> dict[str, str]:
+    """Every series name Ray's Prometheus export uses for these metrics -> the metric it belongs to."""
+    out = {f"ray_ipo_ray_{k}_total": k for k in COUNTERS} | {f"ray_ipo_ray_{k}": k for k in GAUGES}
+    for k in HISTOGRAMS:
+        out.update({f"ray_ipo_ray_{k}_{suffix}": k for suffix in ("bucket", "sum", "count")})
+    return out
 
 
 class _Metrics:

@@ -29,6 +29,7 @@ from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
 from ipo_ray.run_dir import RunDir
 from ipo_ray.trainer import FAULT_ENV, train_loop_per_worker
+from ipo_ray.wandb_log import WandbLogger
 from ipo_ray.weight_sync import STORE_NAME
 from ipo_ray.world import render, splits
 
@@ -89,6 +90,7 @@ class Loop:
         self.resume = resume
         self.log = log
         self.store_name = f"{STORE_NAME}_{abs(hash(str(self.run.path))) % 10**8}"
+        self.wandb = WandbLogger(cfg, self.run.path, log=log)  # started by run_all; a no-op until then
 
     # ------------------------------------------------------------------ pieces
     def check_budget(self) -> None:
@@ -209,6 +211,7 @@ class Loop:
             self.run.log_metrics({"event": "round", "round": r, "rows": n_rows, "version": state["version"],
                                   "generate_seconds": t_gen, "seconds": time.time() - t0, "syncs": stats["syncs"]})
             self.log(f"round {r}: {n_rows} rows, policy v{state['version']}, {time.time() - t0:.0f}s")
+            self.wandb.round_end(r)
 
     def ref_version(self, version: int) -> int:
         k = self.cfg.loop.ref_update_every
@@ -234,6 +237,8 @@ class Loop:
         ray.get(store.finish.remote())
         stats = ray.get(store.stats.remote())
         self.run.log_metrics({"event": "stream_done", **{k: v for k, v in stats.items() if k != "syncs"}})
+        for r in range(c.loop.rounds):
+            self.wandb.round_end(r)
 
     def consumed_row_ids(self, version: int) -> set[str]:
         import pyarrow.parquet as pq
@@ -262,14 +267,26 @@ class Loop:
             self._discard_after(state["version"])
             self.log(f"resuming {self.run.path} at policy v{state['version']} (step {state['step']})")
         prompts = read_prompts(c.prompts)
-        if c.loop.mode == "rounds":
-            self.run_rounds(prompts, state)
-        else:
-            self.run_semi_online(prompts, state)
-        summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
-                   "final_version": self.run.latest_version(), **self.accounting()}
-        (self.run.path / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.wandb.start(resume=self.resume, stats_fn=self._store_stats)
+        summary = None
+        try:
+            if c.loop.mode == "rounds":
+                self.run_rounds(prompts, state)
+            else:
+                self.run_semi_online(prompts, state)
+            summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
+                       "final_version": self.run.latest_version(), **self.accounting()}
+            (self.run.path / "summary.json").write_text(json.dumps(summary, indent=2))
+        finally:
+            self.wandb.finish(summary, failed=summary is None)
         return summary
+
+    def _store_stats(self) -> dict:
+        """The weight store's queue depth and credit counters for wandb (empty between stores)."""
+        try:
+            return ray.get(self.store.stats.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - the store is replaced between rounds
+            return {}
 
     def accounting(self) -> dict:
         recs = self.run.read_metrics()
