@@ -155,7 +155,8 @@ class LoopConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    seeds: int = Field(8, ge=1)
+    seeds: int = Field(8, ge=1, description="seeds per prompt (at least)")
+    min_samples_per_split: int = Field(256, ge=1, description="more seeds per prompt for small splits")
     seed_offset: int = 10_000
     splits: list[Literal["train", "heldout"]] = ["train", "heldout"]
 

@@ -74,12 +74,15 @@ def summarize(scores: np.ndarray, prompts: list[str]) -> dict:
                                 "[50,75)": int(hist[3]), "[75,100)": int(hist[4]), "100": int(hist[5])}}
 
 
-def evaluate_policy(policy: T2VPolicy, prompts: list[str], seeds: int, out: str | Path, version: int = 0,
+def evaluate_policy(policy: T2VPolicy, prompts: list[str], seeds: int | list[int], out: str | Path, version: int = 0,
                     steps: int = 20, guidance_scale: float = 2.0, batch_size: int = 32, seed_offset: int = 10_000,
                     save_videos: bool = True, with_metrics: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(p, seed_offset + s) for p in prompts for s in range(seeds)]
+    per_prompt = [int(seeds)] * len(prompts) if isinstance(seeds, int) else [int(n) for n in seeds]
+    if len(per_prompt) != len(prompts):
+        raise ValueError("seeds: give one count, or one count per prompt")
+    jobs = [(p, seed_offset + s) for p, n in zip(prompts, per_prompt) for s in range(n)]
     rows: dict[str, list] = {k: [] for k in ("prompt", "seed", "policy_version", "split", "score", "accepted",
                                                "frames_path", "video_path", "temporal_flicker",
                                                "dynamic_degree", "motion_smoothness")}

@@ -50,3 +50,33 @@ def test_eval_prompt_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         read_prompts(str(tmp_path / "missing.txt"))
     assert len(read_prompts("world:heldout")) >= 8
+
+
+def test_finish_run_evaluates_256_samples_per_split_and_caches_the_base(tmp_path, tiny_base, monkeypatch):
+    """Each split gets at least eval.min_samples_per_split samples (10 held-out prompts -> 26 seeds
+    each); the base's evaluation is computed once and reused by the next run with the same base."""
+    from ipo_ray.run_dir import RunDir
+    from jobs.report import eval_plan, finish_run
+
+    from .conftest import tiny_config
+
+    monkeypatch.setenv("IPO_RAY_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config("eval.seeds=1", "eval.min_samples_per_split=20", "sampling.steps=1", base=tiny_base)
+    prompts, seeds = eval_plan(cfg)
+    n_train, n_held = seeds.count(1), seeds.count(2)
+    assert n_train == 50 and n_held == 10  # 50 train prompts x 1 seed >= 20; 10 held-out x 2 = 20
+    assert eval_plan(tiny_config(base=tiny_base))[1][-1] == 26  # the default: 256 / 10 prompts
+    outs = []
+    for name in ("a", "b"):
+        RunDir(tmp_path / name).write_config(cfg)
+        res = finish_run(cfg, str(tmp_path / name), log=lambda *_: None)
+        s = json.loads((tmp_path / name / "eval" / "v000000" / "summary.json").read_text())
+        assert s["train"]["n"] == 50 and s["heldout"]["n"] == 20
+        outs.append((res, s, pq.read_table(tmp_path / name / "eval" / "v000000" / "samples.parquet").to_pylist()))
+    (ra, sa, rows_a), (rb, sb, rows_b) = outs
+    assert sa["seconds"] == sb["seconds"]  # the second run reused the first run's evaluation
+    assert [r["score"] for r in rows_a] == [r["score"] for r in rows_b]
+    # ...and its video paths point into its own run directory, to files that exist.
+    assert all(str(tmp_path / "b") in r["video_path"] and (tmp_path / "b").exists() for r in rows_b)
+    assert all(np.load(r["frames_path"]).shape == (8, 16, 16, 3) for r in rows_b[:3])
+    assert (tmp_path / "b" / "report.html").is_file()
