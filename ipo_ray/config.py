@@ -161,6 +161,56 @@ class EvalConfig(_Strict):
     splits: list[Literal["train", "heldout"]] = ["train", "heldout"]
 
 
+class ServeAutoscalingConfig(_Strict):
+    """Ray Serve autoscaling for the generator deployment (replaces ``num_replicas`` when set)."""
+
+    min_replicas: int = Field(1, ge=0, le=1024)
+    max_replicas: int = Field(2, ge=1, le=1024)
+    target_ongoing_requests: float = Field(4.0, gt=0, le=1024, description="per replica")
+    upscale_delay_s: float = Field(10.0, ge=0, le=3600)
+    downscale_delay_s: float = Field(120.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.autoscaling.min_replicas: {self.min_replicas} is more than "
+                             f"max_replicas {self.max_replicas}")
+        return self
+
+
+class ServeConfig(_Strict):
+    """``ipo-ray serve``: the Ray Serve app for the tuned generator (DESIGN §7)."""
+
+    host: str = Field("127.0.0.1", description="HTTP bind address of the Serve proxy")
+    port: int = Field(8000, ge=1, le=65535)
+    num_replicas: int = Field(1, ge=1, le=1024)
+    autoscaling: ServeAutoscalingConfig | None = None
+    num_cpus: float = Field(1.0, gt=0, le=1024, description="CPUs per replica")
+    num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs per replica")
+    torch_threads: int | None = Field(None, ge=1, le=1024, description="default: num_cpus rounded, at least 1")
+    max_ongoing_requests: int = Field(32, ge=1, le=10_000, description="per replica; more queue in the proxy")
+    batching: bool = Field(True, description="@serve.batch requests with the same steps/guidance/num_frames")
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.05, ge=0, le=10)
+    max_prompt_chars: int = Field(512, ge=1, le=100_000)
+    max_steps: int = Field(50, ge=1, le=1000)
+    max_guidance_scale: float = Field(20.0, ge=1.0, le=100.0)
+    video_scale: int = Field(8, ge=1, le=32, description="default nearest-neighbour upscale of mp4/gif output")
+    max_video_scale: int = Field(16, ge=1, le=64)
+    fps: int = Field(8, ge=1, le=120)
+    max_body_bytes: int = Field(65_536, ge=1024, le=16 * 2**20)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.batching and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(f"serve.max_ongoing_requests: {self.max_ongoing_requests} is less than "
+                             f"max_batch_size {self.max_batch_size}; a batch could never fill")
+        if self.video_scale > self.max_video_scale:
+            raise ValueError(f"serve.video_scale: {self.video_scale} is more than max_video_scale "
+                             f"{self.max_video_scale}")
+        return self
+
+
 class WandbConfig(_Strict):
     """wandb logging of the run (ipo_ray/wandb_log.py); the switch is the top-level ``wandb_mode``."""
 
@@ -188,6 +238,7 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     loop: LoopConfig = LoopConfig()
     eval: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     wandb: WandbConfig = WandbConfig()
 

@@ -1,4 +1,4 @@
-"""``ipo-ray``: run, pretrain, eval, report (the entrypoints ``jobs/*.py`` share these parsers)."""
+"""``ipo-ray``: run, pretrain, eval, serve, report (the entrypoints ``jobs/*.py`` share these parsers)."""
 
 from __future__ import annotations
 
@@ -96,6 +96,26 @@ def policy_steps(run_dir: str) -> int:
     return 20
 
 
+def cmd_serve(args) -> int:
+    """Deploy the Serve app on 127.0.0.1 (by default) and block until Ctrl-C / SIGTERM."""
+    from ipo_ray.config import ConfigError, parse_overrides
+    from ipo_ray.serve import serve_forever
+
+    overrides: dict = {}
+    for key, value in parse_overrides(args.overrides):
+        parts = key.split(".")
+        if parts[0] != "serve" or len(parts) < 2:
+            raise ConfigError(f"config error: --set {key}: only serve.* fields can be set here, e.g. serve.max_batch_size=16")
+        node = overrides
+        for k in parts[1:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = value
+    if args.no_batching:
+        overrides["batching"] = False
+    return serve_forever(args.run_dir, version=args.version, host=args.host, port=args.port, token=args.token,
+                         serve_overrides=overrides, address=args.address)
+
+
 def cmd_report(args) -> int:
     from jobs.report import main as report_main
 
@@ -132,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-videos", action="store_true")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("serve", help="serve a run's tuned generator over HTTP (Ray Serve)")
+    p.add_argument("--run-dir", required=True, help="a run directory, or a base checkpoint directory")
+    p.add_argument("--version", default=None, help="'base', a policy version number; default the latest")
+    p.add_argument("--host", default=None, help="HTTP bind address (default serve.host: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default serve.port: 8000)")
+    p.add_argument("--token", default=None,
+                   help="require 'Authorization: Bearer TOKEN' (default: env IPO_RAY_SERVE_TOKEN; none = open)")
+    p.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--no-batching", action="store_true", help="sample requests one at a time")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="serve.KEY=VALUE",
+                   help="override the run's serve section, e.g. --set serve.max_batch_size=16 (repeatable)")
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("report", help="evaluate a run's checkpoints and write RUN_DIR/report.html")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--no-eval", action="store_true", help="only rebuild the HTML from what is there")
