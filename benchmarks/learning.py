@@ -1,0 +1,82 @@
+"""Learning on the verifiable world: run the loop with a named setting, evaluate the base and every
+round on the same prompts and seeds (>= 256 samples per split), and keep one row per setting in the
+"Learning" section of benchmarks/RESULTS.md.
+
+    python benchmarks/learning.py --name dpo                      # the embedded default as is
+    python benchmarks/learning.py --name kto --set algo.name=kto
+    python benchmarks/learning.py --name sft --set algo.name=sft  # best-of-N SFT baseline
+
+Each run's numbers are kept in benchmarks/learning/<name>.json so the table can be rebuilt from all
+of them; the run directory is kept under runs/bench-<name> (videos, report.html).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import update_section  # noqa: E402
+
+STORE = ROOT / "benchmarks" / "learning"
+
+
+def table() -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(STORE.glob("*.json"))]
+    lines = ["Acceptance = world-judge score >= 0.8 on fixed prompts and seeds (train: 50 prompts x 6 seeds = 300 "
+             "videos, held-out: 10 prompts x 26 seeds = 260 videos, the same for every checkpoint). "
+             "Round times are wall seconds on this 2-core machine (generation + judging + training).", "",
+             "| setting | command | train acceptance: base -> round 1 -> 2 -> 3 | held-out acceptance | "
+             "train gain | held-out gain | s per round |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tr = [e["train"] for e in r["evals"]]
+        he = [e["heldout"] for e in r["evals"]]
+        lines.append(f"| {r['name']} | `{r['command']}` | {' -> '.join(f'{x:.3f}' for x in tr)} | "
+                     f"{' -> '.join(f'{x:.3f}' for x in he)} | {100 * (tr[-1] - tr[0]):+.1f} pts | "
+                     f"{100 * (he[-1] - he[0]):+.1f} pts | {' / '.join(f'{s:.0f}' for s in r['round_seconds'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--config", default="configs/world-tiny.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.table_only:
+        from ipo_ray.config import load_config
+        from jobs.loop import Loop
+        from jobs.report import finish_run
+
+        run_dir = ROOT / "runs" / f"bench-{args.name}"
+        cfg = load_config(ROOT / args.config, [*args.overrides, f"run_dir={run_dir}"])
+        t0 = time.time()
+        summary = Loop(cfg, str(run_dir), log=print).run_all()
+        loop_s = time.time() - t0
+        res = finish_run(cfg, str(run_dir))
+        evals = []
+        for v in sorted(res["eval"]):
+            s = json.loads((run_dir / "eval" / f"v{v:06d}" / "summary.json").read_text())
+            evals.append({"version": v, "train": s["train"]["acceptance"], "heldout": s["heldout"]["acceptance"],
+                          "train_mean": s["train"]["mean_score"], "heldout_mean": s["heldout"]["mean_score"],
+                          "n_train": s["train"]["n"], "n_heldout": s["heldout"]["n"]})
+        recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rounds = [r for r in recs if r.get("event") == "round"]
+        STORE.mkdir(parents=True, exist_ok=True)
+        cmd = f"python benchmarks/learning.py --name {args.name}" + "".join(f" --set {o}" for o in args.overrides)
+        (STORE / f"{args.name}.json").write_text(json.dumps({
+            "name": args.name, "command": cmd, "evals": evals, "loop_seconds": loop_s,
+            "round_seconds": [r.get("seconds", float("nan")) for r in rounds], "summary": summary}, indent=2))
+    update_section("Learning (verifiable world)", table())
+    print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
