@@ -77,6 +77,24 @@ def rollout_acceptance(run_dir: Path) -> list[dict]:
              "mean_score": float(s.mean())} for v, s in g]
 
 
+def throughput(run_dir: Path, recs: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Generator videos/s per round (the round's videos over its generation seconds) and trainer
+    rows/s between consecutive optimizer steps, averaged per round."""
+    videos: dict[int, int] = {}
+    for f in sorted((run_dir / "samples").glob("round_*/*.parquet")):
+        r = int(f.parent.name.split("_")[-1])
+        videos[r] = videos.get(r, 0) + pq.read_metadata(f).num_rows
+    gen = [(r["round"], videos[r["round"]] / r["generate_seconds"]) for r in recs
+           if r.get("event") == "round" and r.get("generate_seconds") and videos.get(r["round"])]
+    steps = [r for r in recs if r.get("event") == "step" and "time" in r]
+    per_round: dict[int, list[float]] = {}
+    for a, b in zip(steps, steps[1:]):
+        if b["round"] == a["round"] and b["time"] > a["time"]:
+            per_round.setdefault(b["round"], []).append(b["rows"] / (b["time"] - a["time"]))
+    train = [(k, float(np.mean(v))) for k, v in sorted(per_round.items())]
+    return {"generator videos/s": gen, "trainer rows/s": train}
+
+
 def eval_summaries(run_dir: Path) -> list[dict]:
     out = []
     for f in sorted((run_dir / "eval").glob("v*/summary.json")):
@@ -107,6 +125,7 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
                   "rollouts per policy version (critic scores)"),
         svg_lines({split: [(e["policy_version"], e[split]["acceptance"]) for e in evals if split in e]
                    for split in ("train", "heldout")}, "eval acceptance per checkpoint (score >= 0.8)"),
+        svg_lines(throughput(run_dir, recs), "throughput per round (generator videos/s, trainer rows/s)"),
     ]
     parts.append("<h2>Curves</h2><div class='charts'>" + "".join(charts) + "</div>")
     if evals:

@@ -79,4 +79,7 @@ def test_finish_run_evaluates_256_samples_per_split_and_caches_the_base(tmp_path
     # ...and its video paths point into its own run directory, to files that exist.
     assert all(str(tmp_path / "b") in r["video_path"] and (tmp_path / "b").exists() for r in rows_b)
     assert all(np.load(r["frames_path"]).shape == (8, 16, 16, 3) for r in rows_b[:3])
-    assert (tmp_path / "b" / "report.html").is_file()
+    page = (tmp_path / "b" / "report.html").read_text()
+    # Self-contained: the base's videos are inline GIFs, one per shown prompt x seed, with their scores.
+    assert page.count("data:image/gif;base64,") >= 6 and "src=''" not in page
+    assert "eval acceptance per checkpoint" in page and "<svg" in page

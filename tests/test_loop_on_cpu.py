@@ -71,6 +71,13 @@ def test_rounds_dpo_moves_weights_and_reference(ray_local, tiny_base, tmp_path):
     assert len(steps) == 4 and summary["rows_trained"] == 16
     assert abs(steps[2]["dpo_loss"] - 0.6931) < 2e-3
     assert (run / "policies" / "v000002" / "state.safetensors").is_file()
+    # The run report draws its curves from what the loop wrote (no evaluation needed for these).
+    from ipo_ray.report import throughput, write_report
+
+    tp = throughput(run, metrics(run))
+    assert [r for r, _ in tp["generator videos/s"]] == [0, 1] and all(v > 0 for _, v in tp["generator videos/s"])
+    page = write_report(run).read_text()
+    assert page.count("<polyline") >= 4 and "dpo" in page
 
 
 def test_semi_online_kto_bounds_staleness(ray_local, tiny_base, tmp_path):
