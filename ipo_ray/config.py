@@ -120,6 +120,7 @@ class AlgoConfig(_Strict):
     lambda_chosen: float = Field(0.2, ge=0, description="NLL weight on chosen samples (IPO λ1)")
     lambda_real: float = Field(0.1, ge=0, description="NLL weight on real videos (IPO λ2 / KTO λ)")
     min_score_gap: float = Field(0.3, ge=0, le=1)
+    pairs_per_group: int = Field(1, ge=1, description="DPO: disjoint best/worst pairs per group (1 = IPO's one pair)")
     desirable_threshold: float = Field(0.8, ge=0, le=1)
     lambda_desirable: float = Field(1.0, gt=0)
     lambda_undesirable: float = Field(1.0, gt=0)

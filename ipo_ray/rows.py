@@ -42,9 +42,23 @@ def _point(s: dict, critic: str) -> dict:
             "latent_dtype": s.get("latent_dtype", "float32")}
 
 
-def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, critic: str = "world") -> tuple[list[dict], Counter]:
+def _pair(hi: dict, lo: dict, critic: str) -> dict:
+    row = _point(hi, critic)
+    row.update({"row_id": f"{hi['sample_id']}|{lo['sample_id']}", "kind": "pair", "sample_id_l": lo["sample_id"],
+                "seed_l": int(lo["seed"]), "score_l": float(lo["score"]), "label_l": lo["label"],
+                "critic_text_l": lo["critic_text"], "latents_l": lo["latents"], "frames_path_l": lo.get("frames_path", ""),
+                "desirable": True})
+    return row
+
+
+def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, critic: str = "world",
+               pairs_per_group: int = 1) -> tuple[list[dict], Counter]:
     """Rows from one group (all samples share prompt, round, and group_id). Invalid (unparsable)
-    judgements are left out. Returns ``(rows, counts)`` where counts say what was dropped and why."""
+    judgements are left out. Returns ``(rows, counts)`` where counts say what was dropped and why.
+
+    DPO: the best vs the worst sample; with ``pairs_per_group = n > 1`` also the 2nd best vs the 2nd
+    worst and so on, up to n disjoint pairs, each with at least ``min_score_gap`` between its two
+    scores (every sample is used at most once)."""
     counts: Counter = Counter()
     valid = [s for s in samples if s.get("valid", True)]
     counts["invalid_judgements"] += len(samples) - len(valid)
@@ -56,19 +70,19 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
         if "chosen" in roles and "rejected" in roles:
             hi, lo = roles["chosen"], roles["rejected"]
             counts["pairs_from_verdict"] += 1
-        else:
-            order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
-            lo, hi = order[0], order[-1]
+            counts["rows"] += 1
+            return [_pair(hi, lo, critic)], counts
+        order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
+        rows = []
+        for i in range(min(pairs_per_group, len(order) // 2)):
+            lo, hi = order[i], order[-1 - i]
             if hi["score"] - lo["score"] < min_score_gap:
-                counts["groups_no_contrast"] += 1
-                return [], counts
-        row = _point(hi, critic)
-        row.update({"row_id": f"{hi['sample_id']}|{lo['sample_id']}", "kind": "pair", "sample_id_l": lo["sample_id"],
-                    "seed_l": int(lo["seed"]), "score_l": float(lo["score"]), "label_l": lo["label"],
-                    "critic_text_l": lo["critic_text"], "latents_l": lo["latents"], "frames_path_l": lo.get("frames_path", ""),
-                    "desirable": True})
-        counts["rows"] += 1
-        return [row], counts
+                break
+            rows.append(_pair(hi, lo, critic))
+        if not rows:
+            counts["groups_no_contrast"] += 1
+        counts["rows"] += len(rows)
+        return rows, counts
     if algo in ("kto", "rwr", "sft"):
         rows = [_point(s, critic) for s in valid]
         counts["rows"] += len(rows)
@@ -77,14 +91,14 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
 
 
 def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
-                     critic: str = "world") -> tuple[list[dict], Counter]:
+                     critic: str = "world", pairs_per_group: int = 1) -> tuple[list[dict], Counter]:
     """Group samples by ``group_id`` (order kept) and make rows for each group."""
     groups: dict[str, list[dict]] = {}
     for s in samples:
         groups.setdefault(s["group_id"], []).append(s)
     rows, counts = [], Counter()
     for g in groups.values():
-        r, c = group_rows(g, algo, min_score_gap, critic)
+        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group)
         rows += r
         counts += c
     counts["groups"] += len(groups)

@@ -1,0 +1,32 @@
+"""Groups -> training rows: DPO pair selection (one pair, or several disjoint pairs per group)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ipo_ray.rows import to_training_rows
+
+
+def _group(scores, group="g0"):
+    return [{"sample_id": f"{group}-s{i}", "group_id": group, "prompt": "a red square falls down", "round": 0,
+             "policy_version": 0, "seed": i, "score": sc, "label": "Good" if sc >= 0.8 else "Bad",
+             "critic_text": "", "valid": True, "latents": np.zeros(2, np.float32).tobytes(), "latent_shape": [2],
+             "frames_path": ""} for i, sc in enumerate(scores)]
+
+
+def test_one_pair_is_best_vs_worst():
+    rows, counts = to_training_rows(_group([0.1, 0.9, 0.5, 0.0]), "dpo", min_score_gap=0.2)
+    assert [(r["score"], r["score_l"]) for r in rows] == [(0.9, 0.0)] and counts["rows"] == 1
+
+
+def test_several_disjoint_pairs_each_above_the_gap():
+    scores = [0.0, 1.0, 0.95, 0.1, 0.6, 0.5, 0.55, 0.9]
+    rows, counts = to_training_rows(_group(scores), "dpo", min_score_gap=0.3, pairs_per_group=4)
+    # sorted: 0.0 0.1 0.5 0.55 | 0.6 0.9 0.95 1.0 -> (1.0, 0.0), (0.95, 0.1), (0.9, 0.5); (0.6, 0.55) is under the gap.
+    assert [(r["score"], r["score_l"]) for r in rows] == [(1.0, 0.0), (0.95, 0.1), (0.9, 0.5)]
+    ids = [r["sample_id"] for r in rows] + [r["sample_id_l"] for r in rows]
+    assert len(set(ids)) == len(ids) and len({r["row_id"] for r in rows}) == 3
+    assert counts["rows"] == 3
+    # A group with no contrast gives nothing, and says so.
+    rows, counts = to_training_rows(_group([0.5] * 8, "g1"), "dpo", min_score_gap=0.3, pairs_per_group=4)
+    assert rows == [] and counts["groups_no_contrast"] == 1
