@@ -141,14 +141,34 @@ class T2VPolicy:
     def trainable_base(self) -> torch.nn.Module:
         return self.transformer.get_base_model() if self.is_lora else self.transformer
 
+    def _lora_params(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.transformer.named_parameters() if "lora_" in n}
+
     @contextlib.contextmanager
     def reference(self):
-        """Context in which ``self.reference_net()`` is the reference model."""
-        if self.is_lora:
+        """Context (use under ``torch.no_grad()``) yielding the reference network.
+
+        Full fine-tuning: the frozen copy. LoRA: the base with adapters disabled until the reference
+        first moves; after that, the same network with the adapter weights swapped for the ones
+        saved at the move, and swapped back on exit (the base stays shared and frozen, so a
+        weight sync still ships only the adapters)."""
+        if not self.is_lora:
+            yield self.reference_model if self.reference_model is not None else self.transformer
+        elif getattr(self, "_lora_reference", None) is None:
             with self.transformer.disable_adapter():
                 yield self.transformer
         else:
-            yield self.reference_model if self.reference_model is not None else self.transformer
+            params = self._lora_params()
+            with torch.no_grad():
+                current = {n: p.detach().clone() for n, p in params.items()}
+                for n, p in params.items():
+                    p.data.copy_(self._lora_reference[n])
+            try:
+                yield self.transformer
+            finally:
+                with torch.no_grad():
+                    for n, p in params.items():
+                        p.data.copy_(current[n])
 
     def policy_state(self) -> dict[str, torch.Tensor]:
         """What a weight sync ships: LoRA tensors only when training LoRA, else all weights."""
@@ -166,15 +186,13 @@ class T2VPolicy:
         else:
             self.transformer.load_state_dict(state)
 
-    def move_reference(self) -> None:
-        """The reference becomes the current policy (IPO: at the start of every round)."""
+    def move_reference(self, state: dict[str, torch.Tensor] | None = None) -> None:
+        """The reference becomes the current policy (IPO: at the start of every round). ``state``:
+        the current policy's full (unsharded) weights when the caller already has them."""
         if self.is_lora:
-            # Merge adapters into the base, then start fresh adapters: reference = merged base.
-            merged = self.transformer.merge_and_unload()
-            self.transformer = merged
-            self.setup_finetune()
+            self._lora_reference = {n: p.detach().clone() for n, p in self._lora_params().items()}
         elif self.reference_model is not None:
-            self.reference_model.load_state_dict(self.transformer.state_dict())
+            self.reference_model.load_state_dict(state if state is not None else self.transformer.state_dict())
 
     # ------------------------------------------------------------------ text
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:

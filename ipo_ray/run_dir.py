@@ -76,6 +76,13 @@ class RunDir:
         tmp.rename(final)
         return final
 
+    def version_state(self, version: int) -> dict:
+        """The weights a published version shipped (LoRA adapters only, or the full transformer)."""
+        f = self.version_dir(int(version)) / "state.safetensors"
+        if not f.is_file():
+            raise FileNotFoundError(f"run dir {str(self.path)!r}: no policy version {version}; have {self.versions()}")
+        return load_file(str(f))
+
     def load_policy(self, version: int | str | None = None) -> tuple[T2VPolicy, int]:
         """The base (``'base'`` or 0), a chosen version, or the latest (None)."""
         cfg = self.config()

@@ -163,13 +163,12 @@ def train_loop_per_worker(config: dict) -> None:
     semi = config["mode"] == "semi_online"
     version, ref_version = int(config["start_version"]), int(config["ref_version"])
 
-    policy = load_base_policy(cfg)
-    if version > 0:
-        policy, _ = run.load_policy(version)
-    policy.setup_finetune()
-    if ref_version != version and not policy.is_lora:
-        ref_policy, _ = run.load_policy(ref_version)
-        policy.reference_model.load_state_dict(ref_policy.trainable_base().state_dict())
+    policy = load_base_policy(cfg).setup_finetune()  # the reference starts as the base
+    if ref_version > 0:
+        policy.load_policy_state(run.version_state(ref_version))
+        policy.move_reference()
+    if version > ref_version:
+        policy.load_policy_state(run.version_state(version))
     policy.to(device)
     if tc.use_gpu and cfg.model.dtype == "bfloat16":
         policy.transformer.to(torch.bfloat16)
@@ -219,8 +218,8 @@ def train_loop_per_worker(config: dict) -> None:
         if semi and window_rows:
             _write_window(run, version - 1, rank, window_rows)
             window_rows = []
-        if moved and not policy.is_lora:
-            policy.reference_model.load_state_dict(state)  # full FT: ``state`` is every weight
+        if moved:
+            policy.move_reference(None if policy.is_lora else state)  # full FT: ``state`` is every weight
             ref_version = version
         opt_state = optimizer_state(model, opt)  # a collective under FSDP: every rank calls it
         with tempfile.TemporaryDirectory() as d:

@@ -89,6 +89,32 @@ def test_lora_reference_is_the_base_with_adapters_disabled():
     state = pol.policy_state()
     assert state and all("lora" in k for k in state)
 
+    # Moving the reference (IPO, every round) with LoRA: the reference becomes the tuned policy
+    # while the base stays shared; later training moves the policy, not the reference, and a
+    # backward through a policy forward taken before the reference forward is unaffected.
+    pol.move_reference()
+    with torch.no_grad():
+        with pol.reference() as ref:
+            assert torch.allclose(pol.training_error(x0, cond, t, noise, model=ref), tuned, atol=1e-6)
+    err = pol.training_error(x0, cond, t, noise)
+    with torch.no_grad():
+        with pol.reference() as ref:
+            pol.training_error(x0, cond, t, noise, model=ref)
+    err.sum().backward()
+    grads = {n: p.grad.clone() for n, p in pol.transformer.named_parameters() if p.grad is not None}
+    pol.transformer.zero_grad()
+    pol.training_error(x0, cond, t, noise).sum().backward()
+    assert grads and all(torch.allclose(grads[n], p.grad) for n, p in pol.transformer.named_parameters() if n in grads)
+    with torch.no_grad():
+        for n, p in pol.transformer.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)
+        with pol.reference() as ref:
+            assert torch.allclose(pol.training_error(x0, cond, t, noise, model=ref), tuned, atol=1e-6)
+        assert not torch.allclose(pol.training_error(x0, cond, t, noise), tuned, atol=1e-4)
+    # What a weight sync ships is still only the adapters.
+    assert set(pol.policy_state()) == set(state)
+
 
 def test_full_finetune_reference_is_frozen_and_moves(policy):
     policy.setup_finetune()
