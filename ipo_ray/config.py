@@ -66,6 +66,7 @@ class PretrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     flawed_fraction: float = Field(0.3, ge=0, le=1)
     text_dropout: float = Field(0.1, ge=0, le=1)
+    high_noise_fraction: float = Field(0.0, ge=0, le=1, description="share of timesteps drawn from the upper half")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables the EMA of weights")
     init_from: str | None = Field(None, description="continue from this base checkpoint instead of random init")
     seed: int = 0

@@ -36,6 +36,17 @@ def world_batch(rng: np.random.Generator, prompts: list[str], n: int, cfg: Confi
     return chosen, np.stack(videos)
 
 
+def high_noise_timesteps(t: torch.Tensor, fraction: float, num_train_timesteps: int) -> torch.Tensor:
+    """Redraw a ``fraction`` of the timesteps from the upper half of the schedule. What a clip shows
+    (which way the object goes, its shape) is decided at high noise, where the prompt is the only
+    information; uniform timesteps spend most of the budget on low-noise detail."""
+    if fraction <= 0:
+        return t
+    redraw = torch.rand(t.shape) < fraction
+    high = torch.randint(num_train_timesteps // 2, num_train_timesteps, t.shape)
+    return torch.where(redraw.to(t.device), high.to(t.device), t)
+
+
 def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     """Train a fresh tiny base; writes a diffusers-format checkpoint to ``out`` and returns it."""
     pc = cfg.pretrain
@@ -64,6 +75,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
         x0 = frames_to_unit(videos)
         cond = policy.encode_prompts_trainable(prompts)
         noise, t = policy.sample_noise_and_t(len(prompts))
+        t = high_noise_timesteps(t, pc.high_noise_fraction, policy.scheduler.config.num_train_timesteps)
         loss = policy.training_error(x0, cond, t, noise).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -88,7 +100,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
         prev = json.loads((Path(pc.init_from) / "pretrain_info.json").read_text())
     info = {"steps": step + 1, "minutes": (time.time() - start) / 60.0, "final_loss": float(np.mean(losses[-100:])),
             "params": policy.num_parameters(), "flawed_fraction": pc.flawed_fraction, "seed": pc.seed,
-            "batch_size": pc.batch_size, "lr": pc.lr, "ema_decay": pc.ema_decay,
+            "batch_size": pc.batch_size, "lr": pc.lr, "ema_decay": pc.ema_decay, "high_noise_fraction": pc.high_noise_fraction,
             "total_steps": step + 1 + prev.get("total_steps", prev.get("steps", 0)),
             "total_minutes": (time.time() - start) / 60.0 + prev.get("total_minutes", prev.get("minutes", 0.0)),
             "init_from": pc.init_from}
