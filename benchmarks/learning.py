@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         from jobs.report import finish_run
 
         run_dir = ROOT / "runs" / f"bench-{args.name}"
-        cfg = load_config(ROOT / args.config, [*args.overrides, f"run_dir={run_dir}"])
+        cfg = load_config(ROOT / args.config, ["eval.min_samples_per_split=256", *args.overrides, f"run_dir={run_dir}"])
         t0 = time.time()
         summary = Loop(cfg, str(run_dir), log=print).run_all()
         loop_s = time.time() - t0
