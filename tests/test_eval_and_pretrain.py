@@ -65,7 +65,7 @@ def test_finish_run_evaluates_256_samples_per_split_and_caches_the_base(tmp_path
     prompts, seeds = eval_plan(cfg)
     n_train, n_held = seeds.count(1), seeds.count(2)
     assert n_train == 50 and n_held == 10  # 50 train prompts x 1 seed >= 20; 10 held-out x 2 = 20
-    assert eval_plan(tiny_config(base=tiny_base))[1][-1] == 26  # the default: 256 / 10 prompts
+    assert eval_plan(tiny_config("eval.min_samples_per_split=256", base=tiny_base))[1][-1] == 26  # 256 / 10 prompts
     outs = []
     for name in ("a", "b"):
         RunDir(tmp_path / name).write_config(cfg)
