@@ -44,3 +44,10 @@ def ray_local():
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the Serve tests first. After the loop tests have used the session's Ray cluster,
+    ``serve.start`` was seen to block in a GCS key-value put (Ray 2.60, in the full suite only;
+    the same tests pass on a fresh cluster). Not yet understood: see the closing note."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_serve.py") else 1)
