@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import update_section  # noqa: E402
+from ipo_ray.local_ray import init_local_ray  # noqa: E402
 
 TITLE = "Serve throughput (tiny world model)"
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to 127.0.0.1
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         run_dir = make_run_dir(args.config, args.base, Path(tmp) / "run")
-        ray.init(address="local", num_cpus=max(1, int(np.ceil(args.cpus))), _node_ip_address="127.0.0.1",
-                 include_dashboard=False, log_to_driver=False)
+        init_local_ray(num_cpus=max(1, int(np.ceil(args.cpus))), include_dashboard=False, log_to_driver=False)
         port = free_port()
         parts: dict[str, list[dict]] = {"on": [], "off": []}
         loads: dict[str, list[float]] = {"on": [], "off": []}

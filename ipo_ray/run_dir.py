@@ -92,14 +92,12 @@ class RunDir:
         v = self.latest_version() if version is None else int(version)
         if v == 0:
             return policy, 0
-        d = self.version_dir(v)
-        if not (d / "meta.json").is_file():
-            raise FileNotFoundError(f"run dir {str(self.path)!r}: no policy version {v}; have {self.versions()}")
-        meta = json.loads((d / "meta.json").read_text())
+        state = self.version_state(v)
+        meta = json.loads((self.version_dir(v) / "meta.json").read_text())
         if meta.get("lora"):
             policy.cfg = policy.cfg.model_copy(update={"finetune": "lora"})
             policy.setup_finetune()
-        policy.load_policy_state(load_file(str(d / "state.safetensors")))
+        policy.load_policy_state(state)
         return policy, v
 
     # ---- metrics

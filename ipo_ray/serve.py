@@ -493,7 +493,9 @@ def deploy(run_dir: str, version: str | int | None = None, host: str | None = No
         if address:
             ray.init(address=address)
         else:
-            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)
+            from ipo_ray.local_ray import init_local_ray
+
+            init_local_ray(include_dashboard=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=name, route_prefix="/")
     return f"http://{host}:{port}"

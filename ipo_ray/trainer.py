@@ -134,7 +134,7 @@ def _gather_state(policy: T2VPolicy, model) -> dict[str, torch.Tensor]:
     if policy.is_lora:
         from peft import get_peft_model_state_dict
 
-        return {k: v for k, v in get_peft_model_state_dict(policy.transformer, state_dict=full).items()}
+        return get_peft_model_state_dict(policy.transformer, state_dict=full)
     return full
 
 

@@ -27,6 +27,7 @@ from actors.generator import GeneratorActor
 from actors.weight_store import WeightStore
 from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
+from ipo_ray.local_ray import init_local_ray
 from ipo_ray.run_dir import RunDir
 from ipo_ray.trainer import FAULT_ENV, train_loop_per_worker
 from ipo_ray.wandb_log import WandbLogger
@@ -41,8 +42,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), _node_ip_address="127.0.0.1",
-                 include_dashboard=False, log_to_driver=True)
+        init_local_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+                       log_to_driver=True)
 
 
 def round_items(prompts: list[str], cfg: Config, r: int) -> list[dict]:

@@ -64,36 +64,33 @@ def _base_eval_cache(cfg: Config, prompts: list[str], seeds: list[int]) -> Path 
     return Path(os.environ.get("IPO_RAY_CACHE", ".cache")).resolve() / "base-eval" / key
 
 
+def _copy_eval(src: Path, dst: Path) -> None:
+    """Copy an evaluation directory, rewriting the Parquet's video paths to the copy's own files;
+    the copy appears whole or not at all (written beside ``dst``, then renamed)."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    table = pq.read_table(tmp / "samples.parquet")
+    for c in ("frames_path", "video_path"):
+        paths = [str(p).replace(str(src), str(dst)) for p in table.column(c).to_pylist()]
+        table = table.set_column(table.schema.get_field_index(c), c, pa.array(paths, pa.string()))
+    pq.write_table(table, tmp / "samples.parquet")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
 def _reuse_base_eval(cfg: Config, prompts, seeds, out: Path) -> bool:
     cache = _base_eval_cache(cfg, prompts, seeds)
     if cache is None or not (cache / "summary.json").is_file():
         return False
-    shutil.copytree(cache, out, dirs_exist_ok=True)
-    # Video paths in the Parquet point into the cache copy's own directory: rewrite them.
-    table = pq.read_table(out / "samples.parquet")
-    cols = {c: [str(p).replace(str(cache), str(out)) for p in table.column(c).to_pylist()]
-            for c in ("frames_path", "video_path")}
-    for c, v in cols.items():
-        table = table.set_column(table.schema.get_field_index(c), c, pa.array(v, pa.string()))
-    pq.write_table(table, out / "samples.parquet")
+    _copy_eval(cache, out)
     return True
 
 
 def _store_base_eval(cfg: Config, prompts, seeds, out: Path) -> None:
     cache = _base_eval_cache(cfg, prompts, seeds)
-    if cache is None:
-        return
-    tmp = cache.with_name(cache.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(out, tmp)
-    table = pq.read_table(tmp / "samples.parquet")
-    for c in ("frames_path", "video_path"):
-        table = table.set_column(table.schema.get_field_index(c), c,
-                                 pa.array([str(p).replace(str(out), str(cache)) for p in table.column(c).to_pylist()],
-                                          pa.string()))
-    pq.write_table(table, tmp / "samples.parquet")
-    shutil.rmtree(cache, ignore_errors=True)
-    tmp.rename(cache)
+    if cache is not None:
+        _copy_eval(out, cache)
 
 
 def finish_run(cfg: Config, run_dir: str, log=print) -> dict:

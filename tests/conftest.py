@@ -39,15 +39,10 @@ def tiny_base(tmp_path_factory) -> str:
 def ray_local():
     import ray
 
+    from ipo_ray.local_ray import init_local_ray
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=4, _node_ip_address="127.0.0.1", include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    init_local_ray(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield ray
     ray.shutdown()
 
-
-def pytest_collection_modifyitems(session, config, items):
-    """Run the Serve tests first. After the loop tests have used the session's Ray cluster,
-    ``serve.start`` was seen to block in a GCS key-value put (Ray 2.60, in the full suite only;
-    the same tests pass on a fresh cluster). Not yet understood: see the closing note."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_serve.py") else 1)

@@ -83,3 +83,31 @@ def test_finish_run_evaluates_256_samples_per_split_and_caches_the_base(tmp_path
     # Self-contained: the base's videos are inline GIFs, one per shown prompt x seed, with their scores.
     assert page.count("data:image/gif;base64,") >= 6 and "src=''" not in page
     assert "eval acceptance per checkpoint" in page and "<svg" in page
+
+
+def test_copied_evaluation_points_at_its_own_videos(tmp_path):
+    """The cached base evaluation is copied in and out of run dirs: the copy's Parquet must name
+    the copy's files, and the source must be untouched."""
+    import pyarrow as pa
+
+    from jobs.report import _copy_eval
+
+    src = tmp_path / "run" / "eval" / "v000000"
+    (src / "videos").mkdir(parents=True)
+    for i in range(2):
+        (src / "videos" / f"{i}.mp4").write_bytes(b"video%d" % i)
+        (src / "videos" / f"{i}.npy").write_bytes(b"frames%d" % i)
+    (src / "summary.json").write_text(json.dumps({"train": {"acceptance": 0.25}}))
+    pq.write_table(pa.table({"video_path": [str(src / "videos" / f"{i}.mp4") for i in range(2)],
+                             "frames_path": [str(src / "videos" / f"{i}.npy") for i in range(2)],
+                             "accept": [True, False]}), src / "samples.parquet")
+    dst = tmp_path / "cache" / "abc"
+    dst.mkdir(parents=True)
+    (dst / "stale.txt").write_text("from an interrupted copy")
+    _copy_eval(src, dst)
+    t = pq.read_table(dst / "samples.parquet").to_pydict()
+    assert t["accept"] == [True, False]
+    assert [open(p, "rb").read() for p in t["video_path"]] == [b"video0", b"video1"]
+    assert all(p.startswith(str(dst) + "/") for p in t["video_path"] + t["frames_path"])
+    assert not (dst / "stale.txt").exists() and not dst.with_name("abc.tmp").exists()
+    assert pq.read_table(src / "samples.parquet").to_pydict()["video_path"][0] == str(src / "videos" / "0.mp4")
