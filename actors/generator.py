@@ -29,7 +29,10 @@ class GeneratorActor:
         self.cfg = Config.model_validate(cfg)
         self.run_dir = Path(run_dir)
         device = "cuda" if torch.cuda.is_available() and self.cfg.loop.generator_gpus > 0 else "cpu"
-        self.policy = load_base_policy(self.cfg).to(device)
+        self.policy = load_base_policy(self.cfg)
+        if self.cfg.model.finetune == "lora":  # syncs ship adapters only: hold the same adapter slots
+            self.policy.setup_finetune()
+        self.policy = self.policy.to(device)
         self.transport = ObjectStoreTransport(store_name)
         self.store = self.transport.store
         self.version = 0
@@ -42,9 +45,8 @@ class GeneratorActor:
 
         want = ray.get(self.store.get_version.remote())
         if want > 0:
-            policy, v = RunDir(self.run_dir).load_policy(want)
-            self.policy.load_policy_state(policy.policy_state())
-            self.version = v
+            self.policy.load_policy_state(RunDir(self.run_dir).version_state(want))
+            self.version = want
 
     def _sync(self) -> None:
         t0 = time.time()
@@ -57,6 +59,15 @@ class GeneratorActor:
     def __call__(self, batch: dict) -> dict:
         n = len(batch["prompt"])
         ray.get(self.store.acquire.remote(n))
+        try:
+            return self._generate(batch)
+        except BaseException:
+            # The critic never sees these groups: hand their credits back, or a retried batch leaks them
+            # and the staleness gate can stall.
+            self.store.release.remote(n)
+            raise
+
+    def _generate(self, batch: dict) -> dict:
         self._sync()
         k, s = self.cfg.sampling.num_per_prompt, self.cfg.sampling
         jobs = []

@@ -72,7 +72,8 @@ class WeightStore:
         return self.version
 
     # ---- credits
-    def _outstanding(self) -> float:
+    def _outstanding(self) -> tuple[float, float]:
+        """Rows made or in flight but not yet trained on, and the rows one group is expected to make."""
         est = self.rows_per_group if self.done_groups == 0 else self.produced_rows / self.done_groups
         return (self.produced_rows - self.consumed_rows) + self.inflight_groups * est, est
 
@@ -103,6 +104,13 @@ class WeightStore:
             self.inflight_groups = max(0, self.inflight_groups - n_groups)
             self.done_groups += n_groups
             self.produced_rows += n_rows
+            self._gauges()
+            self.cond.notify_all()
+
+    async def release(self, n_groups: int) -> None:
+        """A generator batch failed after ``acquire``: its groups are no longer in flight."""
+        async with self.cond:
+            self.inflight_groups = max(0, self.inflight_groups - n_groups)
             self._gauges()
             self.cond.notify_all()
 

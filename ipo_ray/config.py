@@ -72,6 +72,12 @@ class PretrainConfig(_Strict):
     seed: int = 0
 
 
+def frames_for(protocol: str, num_frames: int | None = None) -> int:
+    """Frames a critic sees per video: ``num_frames`` if set, else 8 for the binary question (Furuta et al.)
+    and 16 for the IPO prompts."""
+    return num_frames if num_frames is not None else (8 if protocol == "binary" else 16)
+
+
 class CriticConfig(_Strict):
     """Which critic labels the videos (docs/CRITICS.md). ``backend`` picks the engine, ``protocol`` the question:
     ``score`` (the backend's own number: world judge, metric, CLIP), ``pairwise`` (IPO: A vs B, asked in both
@@ -110,9 +116,7 @@ class CriticConfig(_Strict):
 
     def frames_for(self, protocol: str | None = None) -> int:
         """Frames per video: ``num_frames`` if set, else 8 for binary (Furuta et al.) and 16 for IPO prompts."""
-        if self.num_frames is not None:
-            return self.num_frames
-        return 8 if (protocol or self.protocol) == "binary" else 16
+        return frames_for(protocol or self.protocol, self.num_frames)
 
 
 class AlgoConfig(_Strict):

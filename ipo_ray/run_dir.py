@@ -13,6 +13,7 @@ Version 0 is the base policy; the trainer publishes 1, 2, ...
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class RunDir:
         root = self.path / "policies"
         if not root.is_dir():
             return []
-        return sorted(int(p.name[1:]) for p in root.iterdir() if (p / "meta.json").is_file())
+        # Only published versions: a ``vNNNNNN.tmp`` left by a crash mid-publish is not one.
+        return sorted(int(p.name[1:]) for p in root.iterdir()
+                      if re.fullmatch(r"v\d+", p.name) and (p / "meta.json").is_file())
 
     def latest_version(self) -> int:
         v = self.versions()
@@ -110,4 +113,6 @@ class RunDir:
         f = self.path / "metrics.jsonl"
         if not f.is_file():
             return []
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        text = f.read_text()
+        # Only whole lines: a record being appended right now (no newline yet) is read next time.
+        return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]

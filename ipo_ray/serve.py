@@ -96,9 +96,28 @@ def deployment_options(scfg: ServeConfig) -> dict:
     return opts
 
 
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes: by its
+    Content-Length before reading, else while streaming it, never after buffering all of it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body", f"{declared} bytes; at most {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "body", f"more than {limit} bytes")
+    return bytes(body)
+
+
 # ---------------------------------------------------------------------------------------------- loading
+def version_arg(version: str | int | None) -> str | None:
+    """A version as the user gave it: None (or "" / "latest") for the latest, else its text."""
+    return None if version in (None, "", "latest") else str(version)
+
+
 def load_served_policy(run_dir: str, version: str | int | None = None, base_dir: str | None = None):
-    """``(policy, version)`` for serving: base (``'base'``/0), version N, or the latest (None).
+    """``(policy, version, finetune)`` for serving: base (``'base'``/0), version N, or the latest (None).
 
     A relative ``model.path`` in the run's config is resolved against ``base_dir`` (where the app
     was built) when it does not exist from the replica's working directory. LoRA versions are
@@ -108,7 +127,7 @@ def load_served_policy(run_dir: str, version: str | int | None = None, base_dir:
     from .policy import POLICY_FILE
     from .run_dir import RunDir
 
-    version = None if version in (None, "", "latest") else str(version)
+    version = version_arg(version)
     if (Path(run_dir) / POLICY_FILE).is_file():
         policy, v = load_for_eval(run_dir, version)
     else:
@@ -422,7 +441,7 @@ def build_http_app(gen: T2VGenerator):
                          415: {"description": "content type is not application/json", **err},
                          422: {"description": "a field is missing, unknown or out of range", **err}})
     async def generate(request: Request) -> Response:
-        job = gen.parse(await request.body(), request.headers.get("content-type"))
+        job = gen.parse(await read_body(request, gen.scfg.max_body_bytes), request.headers.get("content-type"))
         res = await gen.generate(job)
         headers = {"X-Seed": str(job.seed), "X-Policy-Version": str(gen.version), "X-Steps": str(job.steps),
                    "X-Guidance-Scale": f"{job.guidance_scale:g}", "X-Num-Frames": str(job.num_frames),
@@ -459,7 +478,7 @@ def app_builder(args: dict | None = None):
     base_dir = os.getcwd()
     run_dir = Path(a.run_dir).expanduser()
     run_dir = str(run_dir if run_dir.is_absolute() else (Path(base_dir) / run_dir).resolve())
-    version = None if a.version in (None, "", "latest") else str(a.version)
+    version = version_arg(a.version)
     if not (Path(run_dir) / POLICY_FILE).is_file():
         rd = RunDir(run_dir)
         rd.config()  # a clear error when this is not a run directory
@@ -510,7 +529,7 @@ def serve_forever(run_dir: str, version: str | int | None = None, log=print, **k
     from .run_dir import RunDir
 
     url = deploy(run_dir, version=version, **kwargs)
-    v = version if version not in (None, "", "latest") else (
+    v = version_arg(version) or (
         RunDir(_abs(run_dir)).latest_version() if (Path(_abs(run_dir)) / "config.yaml").is_file() else 0)
     auth = "bearer token required" if (kwargs.get("token") or os.environ.get(TOKEN_ENV)) else "no token"
     log(f"serving {_abs(run_dir)} policy version {v} at {url} ({auth})\n"

@@ -129,7 +129,9 @@ class WandbLogger:
                     if line.strip():
                         self._log_record(json.loads(line))
                 self._offset += end
-                (self.run_dir / "wandb_offset.txt").write_text(str(self._offset))
+                tmp = self.run_dir / "wandb_offset.txt.tmp"  # a torn offset would turn wandb off on resume
+                tmp.write_text(str(self._offset))
+                os.replace(tmp, self.run_dir / "wandb_offset.txt")
             if self._stats_fn is not None:
                 stats = self._stats_fn()
                 if stats:
@@ -196,11 +198,9 @@ class WandbLogger:
         self.run.log(out)
 
     def _round_records(self, r: int) -> list[dict]:
-        f = self.run_dir / "metrics.jsonl"
-        if not f.is_file():
-            return []
-        recs = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-        return [x for x in recs if x.get("event") == "round" and x.get("round") == r]
+        from .run_dir import RunDir
+
+        return [x for x in RunDir(self.run_dir).read_metrics() if x.get("event") == "round" and x.get("round") == r]
 
     # ------------------------------------------------------------------ safety
     def _poll_loop(self) -> None:
@@ -219,5 +219,6 @@ class WandbLogger:
             if run is not None:
                 try:
                     run.finish(exit_code=1)
+                    self._wandb.teardown()  # flush the offline log of what was logged before the error
                 except Exception:  # noqa: BLE001
                     pass

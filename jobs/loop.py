@@ -79,6 +79,16 @@ def real_dataset(cfg: Config, n: int = 256):
     return ds
 
 
+def rows_per_group(cfg: Config) -> int:
+    """The most training rows one prompt group makes: its DPO pairs, or one KTO/RWR/SFT row per video."""
+    return cfg.algo.pairs_per_group if cfg.algo.name == "dpo" else cfg.sampling.num_per_prompt
+
+
+def prompts_per_batch(cfg: Config) -> int:
+    """Prompt groups per generator batch (whole groups: a batch of K samples each)."""
+    return max(1, cfg.sampling.batch_size // cfg.sampling.num_per_prompt)
+
+
 class Loop:
     def __init__(self, cfg: Config, run_dir: str | None = None, resume: bool = False, log=print):
         # Ray Train workers do not run in the driver's working directory: make local paths absolute.
@@ -105,14 +115,13 @@ class Loop:
 
     def make_store(self, version: int, credit: bool):
         c = self.cfg
-        rows_per_group = 1.0 if c.algo.name == "dpo" else float(c.sampling.num_per_prompt)
+        per_group = float(rows_per_group(c))
         step_rows = c.train.batch_size * c.train.num_workers * c.train.grad_accum
         window = max(1, c.loop.max_staleness) * c.loop.sync_every * step_rows
         # Ray Train's streaming_split(equal=True) hands a block to one rank only while it holds enough
         # rows to even out the others, so about one critic block per rank waits in the splitter.
         # The gate must admit that much or the pipeline stalls (docs/ARCHITECTURE.md).
-        prompts_per_batch = max(1, c.sampling.batch_size // c.sampling.num_per_prompt)
-        block_rows = int(prompts_per_batch * rows_per_group)
+        block_rows = int(prompts_per_batch(c) * per_group)
         hold = (c.train.num_workers + 1) * block_rows
         if credit and hold > window:
             self.log(f"note: the split needs {hold} rows in flight but one staleness window is {window}; rows may "
@@ -123,7 +132,7 @@ class Loop:
         except ValueError:
             pass
         # Keep the handle on self: a named actor with no live handle is garbage-collected.
-        self.store = WeightStore.options(name=self.store_name).remote(window, rows_per_group, credit, version,
+        self.store = WeightStore.options(name=self.store_name).remote(window, per_group, credit, version,
                                                                        step_rows + hold)
         ray.get(self.store.get_version.remote())
         return self.store
@@ -131,14 +140,22 @@ class Loop:
     def rollout_dataset(self, items: list[dict], skip_row_ids: list[str] | None = None):
         c = self.cfg
         kw = {"cfg": c.model_dump(mode="json"), "run_dir": str(self.run.path), "store_name": self.store_name}
-        prompts_per_batch = max(1, c.sampling.batch_size // c.sampling.num_per_prompt)
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // prompts_per_batch))
-        ds = ds.map_batches(GeneratorActor, fn_constructor_kwargs={**kw, "threads": max(1, int(c.loop.generator_cpus))},
-                            batch_size=prompts_per_batch, compute=ray.data.ActorPoolStrategy(size=c.loop.generator_actors),
-                            num_cpus=c.loop.generator_cpus, num_gpus=c.loop.generator_gpus or None)
-        return ds.map_batches(CriticActor, fn_constructor_kwargs={**kw, "skip_row_ids": skip_row_ids or []},
-                              batch_size=None, compute=ray.data.ActorPoolStrategy(size=c.critic.num_actors),
-                              num_cpus=c.critic.num_cpus, num_gpus=c.critic.num_gpus or None)
+        per_batch = prompts_per_batch(c)
+        # The critic ranks whole groups, one generator batch at a time (batch_size=None: one block). Ray Data
+        # slices outputs above target_max_block_size (128 MiB; a few full-size videos), which would split a
+        # group: this stream keeps each generator batch one block (the critic also checks every group is whole).
+        ctx = ray.data.DataContext.get_current()
+        saved, ctx.target_max_block_size = ctx.target_max_block_size, None
+        try:
+            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // per_batch))
+            ds = ds.map_batches(GeneratorActor, fn_constructor_kwargs={**kw, "threads": max(1, int(c.loop.generator_cpus))},
+                                batch_size=per_batch, compute=ray.data.ActorPoolStrategy(size=c.loop.generator_actors),
+                                num_cpus=c.loop.generator_cpus, num_gpus=c.loop.generator_gpus or None)
+            return ds.map_batches(CriticActor, fn_constructor_kwargs={**kw, "skip_row_ids": skip_row_ids or []},
+                                  batch_size=None, compute=ray.data.ActorPoolStrategy(size=c.critic.num_actors),
+                                  num_cpus=c.critic.num_cpus, num_gpus=c.critic.num_gpus or None)
+        finally:
+            ctx.target_max_block_size = saved
 
     def fit(self, name: str, train_ds, config: dict, epochs: int) -> None:
         c = self.cfg
@@ -180,6 +197,8 @@ class Loop:
         for v in self.run.versions():
             if v > version:
                 shutil.rmtree(self.run.version_dir(v))
+        for tmp in (self.run.path / "policies").glob("v*.tmp"):  # a publish cut short
+            shutil.rmtree(tmp)
         for w in (self.run.path / "data" / "consumed").glob("window_*"):
             if int(w.name.split("_")[1]) >= version:
                 shutil.rmtree(w)
@@ -190,13 +209,14 @@ class Loop:
         for r in range(state["round"] + 1, c.loop.rounds):
             t0 = time.time()
             data = self.run.path / "data" / f"round_{r:03d}"
-            if not data.is_dir():  # a half-written round (tmp dir) is regenerated from scratch
+            generated = not data.is_dir()
+            if generated:  # a half-written round (tmp dir) is regenerated from scratch
                 tmp = data.with_name(data.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 self.make_store(state["version"], credit=False)
                 self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
                 tmp.rename(data)
-            t_gen = time.time() - t0
+            t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
             rows = ray.data.read_parquet(str(data)).random_shuffle(seed=c.seed + r)
             n_rows = rows.count()
             if n_rows < c.train.num_workers * c.train.batch_size:
@@ -210,7 +230,8 @@ class Loop:
             state = self.checkpoint_state()
             stats = ray.get(store.stats.remote())
             self.run.log_metrics({"event": "round", "round": r, "rows": n_rows, "version": state["version"],
-                                  "generate_seconds": t_gen, "seconds": time.time() - t0, "syncs": stats["syncs"]})
+                                  **({"generate_seconds": t_gen} if t_gen is not None else {}),
+                                  "seconds": time.time() - t0, "syncs": stats["syncs"]})
             self.log(f"round {r}: {n_rows} rows, policy v{state['version']}, {time.time() - t0:.0f}s")
             self.wandb.round_end(r)
 
@@ -223,7 +244,7 @@ class Loop:
         consumed = self.consumed_row_ids(state["version"])
         items = [it for r in range(c.loop.rounds) for it in round_items(prompts, c, r)]
         if consumed:
-            k = 1 if c.algo.name == "dpo" else c.sampling.num_per_prompt
+            k = rows_per_group(c)  # a group with fewer rows is regenerated; its consumed rows are skipped
             per_group: dict[str, int] = {}
             for rid in consumed:
                 g = rid.split("|")[0].rsplit("-s", 1)[0]
@@ -291,6 +312,8 @@ class Loop:
 
     def accounting(self) -> dict:
         recs = self.run.read_metrics()
-        steps = [r for r in recs if r.get("event") == "step"]
+        # A step logged by an attempt that crashed before its checkpoint is logged again after the resume:
+        # count each step once, as its last attempt logged it.
+        steps = list({r["step"]: r for r in recs if r.get("event") == "step"}.values())
         return {"optimizer_steps": len(steps), "rows_trained": int(sum(r["rows"] - r["dropped_stale"] for r in steps)),
                 "rows_dropped_stale": int(sum(r["dropped_stale"] for r in steps))}

@@ -105,7 +105,7 @@ def finish_run(cfg: Config, run_dir: str, log=print) -> dict:
         if v == 0 and _reuse_base_eval(cfg, prompts, seeds, out):
             s = json.loads((out / "summary.json").read_text())
             results[v] = {k: s[k]["acceptance"] for k in ("train", "heldout") if k in s}
-            log(f"eval v0 (cached base evaluation): " + ", ".join(f"{k} acceptance {a:.3f}" for k, a in results[v].items()))
+            log("eval v0 (cached base evaluation): " + ", ".join(f"{k} acceptance {a:.3f}" for k, a in results[v].items()))
             continue
         policy, _ = run.load_policy(v)
         s = evaluate_policy(policy, prompts, seeds, out, version=v, steps=cfg.sampling.steps,

@@ -64,6 +64,7 @@ def test_parquet_labels_with_inline_videos(world_set, tmp_path):
     ({"task": "pairwise", "prompt": "p", "video_a": "a.npy", "labels": ["A"]}, r"item 1: video_b: required"),
     ({"task": "pointwise", "prompt": "p", "video": "v.npy", "labels": ["Great"]}, r"item 1: labels: unknown 'Great'"),
     ({"task": "pointwise", "prompt": "p", "video": "v.npy"}, r"item 1: labels: at least one"),
+    (["pointwise", "p"], r"item 1: expected a JSON object, got list"),
 ])
 def test_bad_labelled_data_is_a_one_line_error(tmp_path, line, expect):
     f = tmp_path / "labels.jsonl"
@@ -84,3 +85,32 @@ def test_cli_eval_critic(world_set, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["critic"] == "world~acc0.8"
     assert main(["eval-critic", "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "labelled data: file" in capsys.readouterr().err
+
+
+def test_cli_world_set_is_reused_only_when_it_is_the_one_asked_for(tmp_path, capsys):
+    from jobs.cli import main
+
+    ws = tmp_path / "set"
+    assert main(["eval-critic", "--world-set", str(ws), "--pairs", "3", "--points", "3"]) == 0
+    first = (ws / "labels.jsonl").read_text()
+    assert json.loads((ws / "params.json").read_text())["pairs"] == 3 and not (ws / "labels.jsonl.tmp").exists()
+    assert main(["eval-critic", "--world-set", str(ws), "--pairs", "3", "--points", "3"]) == 0
+    capsys.readouterr()
+    assert main(["eval-critic", "--world-set", str(ws), "--pairs", "5", "--points", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--world-set" in err and "pairs=3" in err and "pairs=5" in err
+    assert (ws / "labels.jsonl").read_text() == first  # the existing set is untouched
+
+
+def test_a_single_label_string_and_bad_videos(tmp_path):
+    from ipo_ray.critic.evaluation import load_video
+
+    f = tmp_path / "labels.jsonl"
+    f.write_text(json.dumps({"task": "pointwise", "prompt": "p", "video": "v.npy", "labels": "Good"}) + "\n")
+    assert [it["labels"] for it in read_labelled(f)] == [["Good"]]
+    np.save(tmp_path / "float.npy", np.zeros((2, 4, 4, 3), np.float32))
+    np.save(tmp_path / "flat.npy", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"float.npy'?: dtype float32; expected uint8"):
+        load_video("float.npy", tmp_path)
+    with pytest.raises(ValueError, match=r"flat.npy'?: shape \(4, 4, 3\); expected \(frames"):
+        load_video("flat.npy", tmp_path)

@@ -41,6 +41,9 @@ def test_rank_group_scores_and_picks_a_consistent_pair():
     unparsable = {(0, 1): PairVerdict(None, parsed=False)}
     assert [j.valid for j in pairwise_judgements(2, unparsable)] == [False, False]
     assert [j.valid for j in pairwise_judgements(2, unparsable, "abstain")] == [True, True]
+    # parsed but never swap-consistent: no signal, so not a training sample in drop mode
+    inconsistent = {(0, 1): PairVerdict(None), (0, 2): PairVerdict("A", 1.0), (1, 2): PairVerdict(None)}
+    assert [j.valid for j in pairwise_judgements(3, inconsistent)] == [True, False, True]
 
 
 def _samples(videos, roles=None, scores=None):

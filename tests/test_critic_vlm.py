@@ -116,14 +116,24 @@ def test_position_swap_filter_through_the_model(critic, videos):
     js = biased.judge_group(PROMPT, videos)
     s = biased.summary()
     assert s["pairs"] == 3 and s["answers"] == 6 and s["inconsistent"] == 3 and s["consistency_rate"] == 0.0
-    assert all(j.score == 0.5 and j.role == "" and j.valid for j in js)
+    assert all(j.score == 0.5 and j.role == "" and not j.valid for j in js)  # no signal: not trained on
     assert biased.compare(PROMPT, videos[0], videos[1]).winner is None
+    from ipo_ray.critic.noise import NoisyCritic  # the noise model over a VLM keeps its swap filter
+
+    noisy = NoisyCritic(_critic(eng, "pairwise"), accuracy=1.0, protocol="pairwise").judge_group(PROMPT, videos)
+    assert all(j.role == "" and not j.valid for j in noisy)
     _bias(eng, "Tie")
     ties = _critic(eng, "pairwise")
     js = ties.judge_group(PROMPT, videos)
     s = ties.summary()
     assert s["consistent"] == 3 and s["ties"] == 3 and s["tie_rate"] == 1.0 and s["consistency_rate"] == 1.0
     assert all(j.role == "" and j.label == "Normal" for j in js)
+    _bias(eng, "frames")  # every answer unparsable: abstain gives ties, counted apart from (in)consistency
+    abstain = _critic(eng, "pairwise", on_unparsable="abstain")
+    js = abstain.judge_group(PROMPT, videos)
+    s = abstain.summary()
+    assert s["abstained_pairs"] == 3 and s.get("inconsistent", 0) == 0 and s.get("consistent", 0) == 0
+    assert all(j.valid and j.score == 0.5 and j.role == "" for j in js)
     _bias(eng, "Good")
     point = _critic(eng, "pointwise")
     assert [j.label for j in point.judge_group(PROMPT, videos)] == ["Good"] * 3

@@ -81,10 +81,11 @@ def test_rounds_dpo_moves_weights_and_reference(ray_local, tiny_base, tmp_path):
     assert page.count("<polyline") >= 4 and "dpo" in page
 
 
-def test_semi_online_kto_bounds_staleness(ray_local, tiny_base, tmp_path):
+def test_semi_online_kto_lora_bounds_staleness(ray_local, tiny_base, tmp_path):
+    """Semi-online with LoRA: the syncs ship adapters only, and the generators load them mid-stream."""
     summary, cfg = run_loop(tmp_path, tiny_base, "loop.mode=semi_online", "algo.name=kto", "loop.rounds=2",
                             "loop.sync_every=4", "loop.max_staleness=1", "loop.ref_update_every=2",
-                            "sampling.batch_size=4")
+                            "sampling.batch_size=4", "model.finetune=lora")
     run = tmp_path / "run"
     m = metrics(run)
     steps = [x for x in m if x["event"] == "step"]
@@ -105,6 +106,11 @@ def test_semi_online_kto_bounds_staleness(ray_local, tiny_base, tmp_path):
     syncs = [x for x in m if x["event"] == "sync"]
     assert [s["reference_moved"] for s in syncs][:4] == [False, True, False, True]
     assert len(steps) == 16
+    from ipo_ray.run_dir import RunDir
+
+    shipped = RunDir(run).version_state(summary["final_version"])
+    assert shipped and all("lora_" in k for k in shipped)
+    assert any(v.abs().sum() > 0 for k, v in shipped.items() if "lora_B" in k)  # B starts at 0: trained
 
 
 def test_semi_online_dpo_resume_after_a_crash(ray_local, tiny_base, tmp_path, monkeypatch):

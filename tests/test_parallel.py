@@ -10,8 +10,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from .conftest import tiny_config
-
 
 def _train(policy, model, steps: int = 2) -> list[float]:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)

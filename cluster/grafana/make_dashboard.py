@@ -89,6 +89,11 @@ LAYOUT = [
      [q(gauge("acceptance_rate"), "{{WorkerId}}")]),
     ("Unparsable critic answers / s", "none", "VLM answers that could not be parsed",
      [q(f"sum({rate('unparsable_judgements')})", "unparsable/s")]),
+    ("Samples that made no row / s", "none", "videos without a usable verdict, groups without a score gap, "
+     "rows skipped as already trained (resume)",
+     [q(f"sum({rate('invalid_judgements')})", "invalid videos/s"),
+      q(f"sum({rate('groups_no_contrast')})", "groups without contrast/s"),
+      q(f"sum({rate('rows_skipped_resume')})", "rows skipped (resume)/s")]),
 ]
 
 

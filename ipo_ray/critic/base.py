@@ -49,6 +49,20 @@ def label_for(score: float, good: float = 0.8, normal: float = 0.5) -> str:
     return "Good" if score >= good else "Normal" if score >= normal else "Bad"
 
 
+def exc_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when the message is empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def score_verdict(a: "Judgement", b: "Judgement") -> PairVerdict:
+    """The pairwise verdict two scored judgements imply (equal scores tie; an unusable one: no verdict)."""
+    if not (a.valid and b.valid):
+        return PairVerdict(None, 0.5, "unparsable", parsed=False)
+    winner = "tie" if abs(a.score - b.score) < 1e-9 else "A" if a.score > b.score else "B"
+    return PairVerdict(winner, {"A": 1.0, "B": 0.0, "tie": 0.5}[winner], f"{a.score:.4f} vs {b.score:.4f}")
+
+
 class Critic(ABC):
     name = "critic"
     protocol = "score"
@@ -66,11 +80,7 @@ class Critic(ABC):
 
     def compare(self, prompt: str, video_a: np.ndarray, video_b: np.ndarray) -> PairVerdict:
         """Which video is better; score-based critics compare their scores."""
-        a, b = self.judge_points(prompt, [video_a, video_b])
-        if not (a.valid and b.valid):
-            return PairVerdict(None, 0.5, "unparsable", parsed=False)
-        winner = "tie" if abs(a.score - b.score) < 1e-9 else "A" if a.score > b.score else "B"
-        return PairVerdict(winner, {"A": 1.0, "B": 0.0, "tie": 0.5}[winner], f"{a.score:.4f} vs {b.score:.4f}")
+        return score_verdict(*self.judge_points(prompt, [video_a, video_b]))
 
     def summary(self) -> dict:
         """Counts plus rates: consistency of position-swapped pairwise verdicts, ties, unparsable answers."""

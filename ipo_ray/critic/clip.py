@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Critic, Judgement, label_for
+from .base import Critic, Judgement, exc_line, label_for
 from .prompts import sample_frames
 
 
@@ -29,8 +29,7 @@ class ClipCritic(Critic):
             model = CLIPModel.from_pretrained(path, revision=revision)
             processor = CLIPProcessor.from_pretrained(path, revision=revision)
         except (OSError, ValueError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"critic.model: cannot load {path!r} as a CLIP model: {msg}") from None
+            raise ValueError(f"critic.model: cannot load {path!r} as a CLIP model: {exc_line(exc)}") from None
         return cls(model.to("cuda" if torch.cuda.is_available() else "cpu"), processor, num_frames, name=f"clip:{path}")
 
     def cosines(self, prompt: str, videos: list[np.ndarray]) -> list[float]:

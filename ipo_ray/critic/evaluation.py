@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -41,6 +42,17 @@ def majority(labels: list[str]) -> str | None:
 
 
 def load_video(src, base: Path | None = None) -> np.ndarray:
+    """A labelled item's video as uint8 (T, H, W, 3): a file path (.npy or a video file) or inline bytes."""
+    video = _read_video_source(src, base)
+    where = "inline video" if isinstance(src, (bytes, bytearray)) else f"video {str(src)!r}"
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"labelled data: {where}: shape {tuple(video.shape)}; expected (frames, height, width, 3)")
+    if video.dtype != np.uint8:
+        raise ValueError(f"labelled data: {where}: dtype {video.dtype}; expected uint8 pixels")
+    return video
+
+
+def _read_video_source(src, base: Path | None) -> np.ndarray:
     if isinstance(src, (bytes, bytearray)):
         if bytes(src[:6]) == b"\x93NUMPY":
             return np.load(io.BytesIO(src))
@@ -68,7 +80,7 @@ def read_labelled(path: str | Path) -> list[dict]:
         import pyarrow.parquet as pq
 
         rows = pq.read_table(path).to_pylist()
-    elif path.suffix in (".jsonl", ".json"):
+    elif path.suffix == ".jsonl":
         rows = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
@@ -80,6 +92,8 @@ def read_labelled(path: str | Path) -> list[dict]:
         raise ValueError(f"labelled data: {str(path)!r} must be .jsonl or .parquet")
     items = []
     for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"labelled data: item {n}: expected a JSON object, got {type(r).__name__}")
         task = r.get("task") or ("pairwise" if "video_a" in r else "pointwise")
         if task not in ("pairwise", "pointwise"):
             raise ValueError(f"labelled data: item {n}: task: unknown {task!r}; allowed: pairwise, pointwise")
@@ -88,6 +102,8 @@ def read_labelled(path: str | Path) -> list[dict]:
             if r.get(k) in (None, ""):
                 raise ValueError(f"labelled data: item {n}: {k}: required for a {task} item")
         raw = r.get("labels")
+        if isinstance(raw, str):  # "labels": "Good" means one label, not four letters
+            raw = [raw]
         raw = list(raw) if raw is not None else ([r["label"]] if r.get("label") is not None else [])
         if not raw:
             raise ValueError(f"labelled data: item {n}: labels: at least one label is required")
@@ -136,10 +152,11 @@ def evaluate(critic: Critic, items: list[dict]) -> dict:
             res["pointwise_invalid"] += not j.valid
             desirable = j.valid and j.label in ("Good", "Normal")
             if it["ref"] in ("Accept", "Reject"):
-                res["pointwise_correct"] += desirable == (it["ref"] == "Accept")
+                res["pointwise_correct"] += j.valid and desirable == (it["ref"] == "Accept")
             else:
                 res["pointwise_correct"] += j.valid and j.label == it["ref"]
-            res["pointwise_desirable_correct"] += desirable == (it["ref"] in ("Good", "Normal", "Accept"))
+            # An unparsable answer is wrong whatever the reference (as a missing pairwise verdict is).
+            res["pointwise_desirable_correct"] += j.valid and desirable == (it["ref"] in ("Good", "Normal", "Accept"))
     out: dict = {"critic": critic.name, **res}
     if res["pairwise_n"]:
         out["pairwise_accuracy"] = res["pairwise_correct"] / res["pairwise_n"]
@@ -163,8 +180,10 @@ def world_labelled_set(out: str | Path, pairs: int = 100, points: int = 100, see
     """
     from ipo_ray.world import FLAWS, judge, render, splits
 
-    if not 0.0 <= annotator_accuracy <= 1.0 or annotators < 1:
-        raise ValueError("eval-critic: --annotators must be >= 1 and --annotator-accuracy in [0, 1]")
+    if annotators < 1:
+        raise ValueError(f"eval-critic: --annotators must be >= 1, got {annotators}")
+    if not 0.0 <= annotator_accuracy <= 1.0:
+        raise ValueError(f"eval-critic: --annotator-accuracy must be in [0, 1], got {annotator_accuracy}")
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -201,6 +220,13 @@ def world_labelled_set(out: str | Path, pairs: int = 100, points: int = 100, see
         v, s = draw(prompt, f"point{k:05d}")
         lines.append({"task": "pointwise", "prompt": prompt, "video": v,
                       "labels": votes(label_for(s), ("Good", "Normal", "Bad")), "judge_score": s})
+    params = {"pairs": pairs, "points": points, "seed": seed, "annotators": annotators,
+              "annotator_accuracy": annotator_accuracy, "flawed_fraction": flawed_fraction, "frames": frames,
+              "size": size}
+    (out / "params.json").write_text(json.dumps(params, sort_keys=True))
+    # labels.jsonl marks the set complete: written last, and whole (beside, then renamed).
     path = out / "labels.jsonl"
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    tmp = out / "labels.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    os.replace(tmp, path)
     return path

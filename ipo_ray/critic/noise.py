@@ -23,7 +23,7 @@ import itertools
 
 import numpy as np
 
-from .base import Critic, Judgement, PairVerdict
+from .base import Critic, Judgement, PairVerdict, score_verdict
 from .protocols import pairwise_judgements
 
 BAND_SCORE = {"Good": 0.9, "Normal": 0.65, "Bad": 0.25}
@@ -87,25 +87,22 @@ class NoisyCritic(Critic):
     def judge_group(self, prompt, videos):
         if self.protocol != "pairwise":
             return self.judge_points(prompt, videos)
-        base = self.inner.judge_group(prompt, videos)
+        pairs = list(itertools.combinations(range(len(videos)), 2))
         ds = [digest(v) for v in videos]
-        verdicts = {}
-        for i, j in itertools.combinations(range(len(videos)), 2):
-            a, b = base[i], base[j]
-            if not (a.valid and b.valid):
-                v = PairVerdict(None, 0.5, "unparsable", parsed=False)
-            else:
-                w = "tie" if abs(a.score - b.score) < 1e-9 else "A" if a.score > b.score else "B"
-                v = PairVerdict(w, {"A": 1.0, "B": 0.0, "tie": 0.5}[w], f"{a.score:.3f} vs {b.score:.3f}")
-            verdicts[(i, j)] = self._noisy_pair(prompt, ds[i], ds[j], v)
-        out = pairwise_judgements(len(videos), verdicts)
+        if hasattr(self.inner, "_pair_verdicts"):  # a VLM's own position-swapped verdicts, then the noise
+            verdicts = self.inner._pair_verdicts(prompt, videos, pairs)
+            noisy = {(i, j): self._noisy_pair(prompt, ds[i], ds[j], verdicts[(i, j)]) for i, j in pairs}
+            return pairwise_judgements(len(videos), noisy, self.inner.on_unparsable)
+        base = self.inner.judge_group(prompt, videos)
+        noisy = {(i, j): self._noisy_pair(prompt, ds[i], ds[j], score_verdict(base[i], base[j])) for i, j in pairs}
+        out = pairwise_judgements(len(videos), noisy)
         for j, b in zip(out, base):  # keep the wrapped critic's own reason next to the ranking
             j.text = f"{j.text}; {self.inner.name}: {b.text}"
         return out
 
 
 def label_accuracy(reference: list[str], predicted: list[str]) -> float:
-    """Fraction of equal labels (used by tests and the critic evaluation)."""
+    """Fraction of equal labels."""
     ref, pred = np.asarray(reference), np.asarray(predicted)
     return float((ref == pred).mean()) if ref.size else float("nan")
 

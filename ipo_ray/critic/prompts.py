@@ -46,10 +46,6 @@ class Template:
     text: str
     answers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    @property
-    def num_videos(self) -> int:
-        return 2 if "{video_b}" in self.text else 1
-
 
 _PAIRWISE_V1 = """You are a critic of generated videos. Two videos were generated from the same text prompt. \
 Each one is shown as {num_frames} frames sampled uniformly in time, in order.

@@ -21,6 +21,7 @@ import itertools
 
 import numpy as np
 
+from ..config import frames_for
 from .base import Critic, Judgement, PairVerdict, label_for
 from .prompts import PARSERS, POINT_VALUES, class_probs, fit_frames, get_template, point_score, render, sample_frames
 from .vlm import Engine, Request
@@ -85,13 +86,13 @@ class VLMCritic(Critic):
 
     # -- asking --------------------------------------------------------------------------------------
     def _frames(self, protocol: str, video: np.ndarray) -> np.ndarray:
-        n = self.num_frames or (8 if protocol == "binary" else 16)
+        n = frames_for(protocol, self.num_frames)
         return fit_frames(sample_frames(video, n), self.max_frame_pixels)
 
     def _ask(self, protocol: str, prompt: str, video_sets: list[tuple[np.ndarray, ...]]):
         """Ask ``protocol``'s question once per video set; returns (parsed verdict, probs, raw text) each."""
         t = get_template(protocol, self.prompt_version)
-        n = self.num_frames or (8 if protocol == "binary" else 16)
+        n = frames_for(protocol, self.num_frames)
         parts = render(t, prompt, n, self.dimension)
         cache: dict[int, np.ndarray] = {}
 
@@ -147,10 +148,12 @@ class VLMCritic(Critic):
             (v1, p1, t1), (v2, p2, t2) = answers[2 * k], answers[2 * k + 1]
             self.stats["pairs"] += 1
             text = f"[A,B]: {t1.strip()} | [B,A]: {t2.strip()}"
-            if self.on_unparsable == "abstain":
-                v1, v2 = v1 or "tie", v2 or "tie"
             if v1 is None or v2 is None:
-                verdicts[(i, j)] = PairVerdict(None, 0.5, text, parsed=False)
+                if self.on_unparsable == "abstain":  # the neutral verdict, kept out of the consistency stats
+                    self.stats["abstained_pairs"] += 1
+                    verdicts[(i, j)] = PairVerdict("tie", 0.5, ABSTAINED + text)
+                else:
+                    verdicts[(i, j)] = PairVerdict(None, 0.5, text, parsed=False)
                 continue
             winner = swap_verdict(v1, v2)
             if winner is None:
@@ -182,7 +185,8 @@ def pairwise_judgements(n: int, verdicts: dict[tuple[int, int], PairVerdict], on
     out = []
     for k in range(n):
         mine = [v for (i, j), v in verdicts.items() if k in (i, j)]
-        usable = on_unparsable == "abstain" or not mine or any(v.parsed for v in mine)
+        # Drop mode: a video is signal only if some comparison of it was parsed and swap-consistent.
+        usable = on_unparsable == "abstain" or not mine or seen[k] > 0
         text = f"pairwise: score {scores[k]:.3f} over {seen[k]} consistent comparisons of {len(mine)}"
         out.append(Judgement(scores[k], label_for(round(scores[k], 6)), text, valid=usable))
     if pair is not None:

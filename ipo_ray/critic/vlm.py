@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import exc_line
 from .prompts import answer_token_ids
 
 # Model types whose processor the image-only fallback reproduces (same image tokens and chat template).
@@ -133,8 +134,7 @@ def load_processor(path: str, revision: str | None = None):
 
         model_type = AutoConfig.from_pretrained(path, revision=revision).model_type
         if model_type not in FRAME_PROCESSOR_TYPES:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"critic.model: the processor of {path!r} ({model_type}) cannot be built here: {msg}; "
+            raise ValueError(f"critic.model: the processor of {path!r} ({model_type}) cannot be built here: {exc_line(exc)}; "
                              f"install torchvision, or use a model of type {', '.join(FRAME_PROCESSOR_TYPES)}") from None
         tok = AutoTokenizer.from_pretrained(path, revision=revision)
         template = tok.chat_template or _chat_template_file(path)
@@ -166,7 +166,7 @@ class TransformersEngine(Engine):
                 path, revision=revision, dtype=torch.bfloat16 if cuda else torch.float32)
         except (OSError, ValueError) as exc:
             raise ValueError(f"critic.model: cannot load {path!r} as an image-text-to-text model: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+                             f"{exc_line(exc)}") from None
         return cls(model.to("cuda" if cuda else "cpu"), load_processor(path, revision), **kw)
 
     def encode(self, requests: list[Request]):
