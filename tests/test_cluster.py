@@ -370,7 +370,8 @@ def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_bas
                        "sampling.batch_size=8", "train.num_workers=1", "train.batch_size=2",
                        "train.cpus_per_worker=0.5", "algo.min_score_gap=0.0", "loop.epochs_per_round=1",
                        "real_videos=null", "train.real_batch_size=0", "critic.num_cpus=0.25",
-                       "loop.generator_cpus=1", "wandb.poll_seconds=5", "wandb.videos_per_round=2"]
+                       "loop.generator_cpus=1", "wandb.poll_seconds=5", "wandb.videos_per_round=2",
+                       "algo.name=rwr"]  # the RWR path end to end (the loop tests run DPO and KTO)
         sub_id = f"ipo-ray-test-{secrets.token_hex(4)}"
         cmd = [ray_bin, "job", "submit", "--address", api, "--submission-id", sub_id, "--working-dir", ".",
                "--runtime-env", str(tmp / "runtime_env.yaml"), "--", "python", "jobs/train.py",
@@ -419,7 +420,7 @@ def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_bas
 
         # The job ran the loop to the end: a published policy, wandb offline with the round's videos.
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["final_version"] == 1 and summary["rows_trained"] > 0
+        assert summary["final_version"] == 1 and summary["rows_trained"] == 16  # 4 prompts x 4 RWR points
         (offline,) = (run_dir / "wandb").glob("offline-run-*")
         assert list((offline / "files" / "media").rglob("*.gif"))
         # The uploaded working dir is the code, not .git / runs / .cache.

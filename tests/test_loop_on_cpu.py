@@ -1,13 +1,19 @@
 """End-to-end: the Ray loop on a local cluster (127.0.0.1), 2 data-parallel workers, tiny models.
 
 Each test runs the real pipeline: GeneratorActor / CriticActor pools in Ray Data, a TorchTrainer
-with DDP over gloo, the WeightStore actor, Parquet under the run directory.
+with DDP over gloo, the WeightStore actor, Parquet under the run directory. Each loop runs as its
+own Ray driver, ``jobs/train.py`` (what ``ray job submit`` runs), connected to the session's cluster
+by ``RAY_ADDRESS``: as in production, the driver's state lives and dies with the job. (Run inside
+the pytest process, five loops of Ray Train and Ray Data left that long-lived driver unable to
+receive GCS notifications on 2 cores, and later Serve tests hung.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,7 +23,7 @@ import torch
 from ipo_ray.rows import ROW_FIELDS
 from ipo_ray.trainer import FAULT_ENV
 
-from .conftest import tiny_config
+from .conftest import ROOT, TINY, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +33,23 @@ SMALL = ["prompts=world:train", "loop.prompts_per_round=8", "sampling.num_per_pr
          "algo.pairs_per_group=1"]
 
 
-def run_loop(tmp_path, base, *overrides, resume=False, name="run"):
-    from jobs.loop import Loop
+class LoopFailed(RuntimeError):
+    pass
 
-    cfg = tiny_config(*SMALL, *overrides, f"run_dir={tmp_path / name}", base=base)
-    return Loop(cfg, str(tmp_path / name), resume=resume, log=lambda *_: None).run_all(), cfg
+
+def run_loop(ray, tmp_path, base, *overrides, resume=False, name="run", env=None):
+    """``python jobs/train.py --no-eval`` against the session's cluster; returns its summary and config."""
+    run_dir = tmp_path / name
+    sets = [*TINY, f"model.path={base}", *SMALL, *overrides, f"run_dir={run_dir}"]
+    cfg = tiny_config(*sets)
+    args = ["--resume", str(run_dir)] if resume else \
+        ["--config", str(ROOT / "configs" / "world-tiny.yaml"), *[x for v in sets for x in ("--set", v)]]
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), *args, "--no-eval"], cwd=ROOT,
+                          env=os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address} | (env or {}),
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise LoopFailed(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads((run_dir / "summary.json").read_text()), cfg
 
 
 def read_dir(path):
@@ -43,11 +61,20 @@ def metrics(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_rounds_dpo_moves_weights_and_reference(ray_local, tiny_base, tmp_path):
-    summary, cfg = run_loop(tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=2",
-                            "loop.ref_update_every=1")
+def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base, tmp_path):
+    """Rounds x DPO with FSDP: 2 gloo workers hold sharded weights, publish full ones, and the
+    reference moves to them (DDP runs in the semi-online tests)."""
+    from ipo_ray.policy import T2VPolicy
+    from ipo_ray.run_dir import RunDir
+
+    summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=2",
+                            "loop.ref_update_every=1", "train.strategy=fsdp")
     run = tmp_path / "run"
     assert summary["final_version"] == 2
+    published, _ = RunDir(run).load_policy(2)
+    base = T2VPolicy.from_pretrained(tiny_base)
+    new, old = published.transformer.state_dict(), base.transformer.state_dict()
+    assert set(new) == set(old) and any(not torch.equal(new[k], old[k]) for k in old)
     rows0, rows1 = read_dir(run / "data" / "round_000"), read_dir(run / "data" / "round_001")
     # Every group of 4 makes one pair (min gap 0): 8 rows per round, with full provenance.
     assert len(rows0) == len(rows1) == 8
@@ -83,7 +110,7 @@ def test_rounds_dpo_moves_weights_and_reference(ray_local, tiny_base, tmp_path):
 
 def test_semi_online_kto_lora_bounds_staleness(ray_local, tiny_base, tmp_path):
     """Semi-online with LoRA: the syncs ship adapters only, and the generators load them mid-stream."""
-    summary, cfg = run_loop(tmp_path, tiny_base, "loop.mode=semi_online", "algo.name=kto", "loop.rounds=2",
+    summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=semi_online", "algo.name=kto", "loop.rounds=2",
                             "loop.sync_every=4", "loop.max_staleness=1", "loop.ref_update_every=2",
                             "sampling.batch_size=4", "model.finetune=lora")
     run = tmp_path / "run"
@@ -113,15 +140,13 @@ def test_semi_online_kto_lora_bounds_staleness(ray_local, tiny_base, tmp_path):
     assert any(v.abs().sum() > 0 for k, v in shipped.items() if "lora_B" in k)  # B starts at 0: trained
 
 
-def test_semi_online_dpo_resume_after_a_crash(ray_local, tiny_base, tmp_path, monkeypatch):
+def test_semi_online_dpo_resume_after_a_crash(ray_local, tiny_base, tmp_path):
     over = ["loop.mode=semi_online", "algo.name=dpo", "loop.rounds=2", "loop.sync_every=1", "loop.max_staleness=2"]
-    monkeypatch.setenv(FAULT_ENV, "3")
-    with pytest.raises(Exception):
-        run_loop(tmp_path, tiny_base, *over)
+    with pytest.raises(LoopFailed, match="fault injected after step 3"):
+        run_loop(ray_local, tmp_path, tiny_base, *over, env={FAULT_ENV: "3"})
     run = tmp_path / "run"
     before = {r["row_id"] for r in read_dir(run / "data" / "consumed") if not r["dropped_stale"]}
-    monkeypatch.delenv(FAULT_ENV)
-    summary, _ = run_loop(tmp_path, tiny_base, *over, resume=True)
+    summary, _ = run_loop(ray_local, tmp_path, tiny_base, *over, resume=True)
     consumed = [r for r in read_dir(run / "data" / "consumed") if not r["dropped_stale"]]
     ids = [r["row_id"] for r in consumed]
     assert len(ids) == len(set(ids)), "a row was trained twice"
@@ -130,22 +155,3 @@ def test_semi_online_dpo_resume_after_a_crash(ray_local, tiny_base, tmp_path, mo
     groups = {i.split("|")[0].rsplit("-s", 1)[0] for i in ids}
     assert len(groups) == 16 and len(ids) + summary["rows_dropped_stale"] >= 16
     assert summary["final_version"] == max(r["trained_at_version"] for r in consumed) + 1
-
-
-def test_rounds_rwr_one_round_under_fsdp(ray_local, tiny_base, tmp_path):
-    """Also the FSDP path end to end: 2 gloo workers with sharded weights publish a full policy."""
-    from ipo_ray.policy import T2VPolicy
-    from ipo_ray.run_dir import RunDir
-
-    summary, _ = run_loop(tmp_path, tiny_base, "loop.mode=rounds", "algo.name=rwr", "loop.rounds=1",
-                          "train.strategy=fsdp")
-    run = tmp_path / "run"
-    published, _ = RunDir(run).load_policy(1)
-    base = T2VPolicy.from_pretrained(tiny_base)
-    new, old = published.transformer.state_dict(), base.transformer.state_dict()
-    assert set(new) == set(old) and any(not torch.equal(new[k], old[k]) for k in old)
-    rows = read_dir(run / "data" / "round_000")
-    assert len(rows) == 32 and all(r["kind"] == "point" and 0 <= r["reward"] <= 1 for r in rows)
-    steps = [m for m in metrics(run) if m["event"] == "step"]
-    assert len(steps) == 8 and all("rwr_loss" in s and "nll_real" in s for s in steps)
-    assert summary["final_version"] == 1
