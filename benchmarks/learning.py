@@ -28,17 +28,20 @@ STORE = ROOT / "benchmarks" / "learning"
 
 def table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(STORE.glob("*.json"))]
-    lines = ["Acceptance = world-judge score >= 0.8 on fixed prompts and seeds (train: 50 prompts x 6 seeds = 300 "
-             "videos, held-out: 10 prompts x 26 seeds = 260 videos, the same for every checkpoint). "
-             "Round times are wall seconds on this 2-core machine (generation + judging + training).", "",
+    lines = ["Acceptance = world-judge score >= 0.8 on fixed prompts and seeds, the same for every checkpoint of a "
+             "row (videos per split in the last column: 256 per split for the settings, fewer for the quick "
+             "probes). Mean score is the judge's mean, a less noisy signal than acceptance. Round times are wall "
+             "seconds on this 2-core machine (generation + judging + training).", "",
              "| setting | command | train acceptance: base -> round 1 -> 2 -> 3 | held-out acceptance | "
-             "train gain | held-out gain | s per round |", "|---|---|---|---|---|---|---|"]
+             "train mean score | train gain | held-out gain | s per round | videos (train / held-out) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        tr = [e["train"] for e in r["evals"]]
-        he = [e["heldout"] for e in r["evals"]]
+        ev = r["evals"]
+        tr, he, tm = [e["train"] for e in ev], [e["heldout"] for e in ev], [e["train_mean"] for e in ev]
         lines.append(f"| {r['name']} | `{r['command']}` | {' -> '.join(f'{x:.3f}' for x in tr)} | "
-                     f"{' -> '.join(f'{x:.3f}' for x in he)} | {100 * (tr[-1] - tr[0]):+.1f} pts | "
-                     f"{100 * (he[-1] - he[0]):+.1f} pts | {' / '.join(f'{s:.0f}' for s in r['round_seconds'])} |")
+                     f"{' -> '.join(f'{x:.3f}' for x in he)} | {' -> '.join(f'{x:.3f}' for x in tm)} | "
+                     f"{100 * (tr[-1] - tr[0]):+.1f} pts | {100 * (he[-1] - he[0]):+.1f} pts | "
+                     f"{' / '.join(f'{s:.0f}' for s in r['round_seconds'])} | {ev[0]['n_train']} / {ev[0]['n_heldout']} |")
     return "\n".join(lines)
 
 
