@@ -108,11 +108,18 @@ def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base,
     assert page.count("<polyline") >= 4 and "dpo" in page
 
 
-def test_semi_online_kto_lora_bounds_staleness(ray_local, tiny_base, tmp_path):
-    """Semi-online with LoRA: the syncs ship adapters only, and the generators load them mid-stream."""
+def test_semi_online_kto_lora_vlm_critic_bounds_staleness(ray_local, tiny_base, tmp_path):
+    """Semi-online with LoRA and a VLM critic: the syncs ship adapters only, the generators load them
+    mid-stream, and the critic actors ask a (tiny, random) Qwen2-VL the binary question through
+    transformers; its unparsable answers abstain (Normal), so every video still makes a KTO row."""
+    from ipo_ray.critic.tiny import build_tiny_qwen2vl
+
+    vlm = build_tiny_qwen2vl(tmp_path / "tiny-qwen2vl")
     summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=semi_online", "algo.name=kto", "loop.rounds=2",
                             "loop.sync_every=4", "loop.max_staleness=1", "loop.ref_update_every=2",
-                            "sampling.batch_size=4", "model.finetune=lora")
+                            "sampling.batch_size=4", "model.finetune=lora", "critic.backend=transformers",
+                            f"critic.model={vlm}", "critic.protocol=binary", "critic.num_frames=2",
+                            "critic.max_new_tokens=2", "critic.on_unparsable=abstain")
     run = tmp_path / "run"
     m = metrics(run)
     steps = [x for x in m if x["event"] == "step"]
@@ -135,6 +142,9 @@ def test_semi_online_kto_lora_bounds_staleness(ray_local, tiny_base, tmp_path):
     assert len(steps) == 16
     from ipo_ray.run_dir import RunDir
 
+    samples = read_dir(run / "samples")
+    assert len(samples) == 64 and {s["critic"] for s in samples} == {f"transformers:{vlm}"}
+    assert all(s["critic_text"] for s in samples)
     shipped = RunDir(run).version_state(summary["final_version"])
     assert shipped and all("lora_" in k for k in shipped)
     assert any(v.abs().sum() > 0 for k, v in shipped.items() if "lora_B" in k)  # B starts at 0: trained

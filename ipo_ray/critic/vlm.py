@@ -206,7 +206,9 @@ class TransformersEngine(Engine):
 # --- vLLM ------------------------------------------------------------------------------------------------
 
 class VLLMEngine(Engine):
-    """``vllm.LLM`` with video input; GPU. ``llm_kwargs`` go to ``vllm.LLM`` (e.g. ``max_model_len``)."""
+    """``vllm.LLM`` with video input; GPU. ``llm_kwargs`` go to ``vllm.LLM`` (e.g. ``max_model_len``).
+    vLLM batches continuously, so every request of a call goes in one ``generate`` (``batch_size``
+    applies to the transformers engine only)."""
 
     name = "vllm"
 
