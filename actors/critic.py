@@ -38,7 +38,6 @@ def judge_samples(critic, samples: list[dict], group_size: int | None = None) ->
         if group_size is not None and len(g) != group_size:
             raise RuntimeError(f"critic batch holds {len(g)} of the {group_size} samples of group {gid!r} "
                                "(sampling.num_per_prompt): the rollout stream split a group across blocks")
-    for g in groups.values():
         for s, j in zip(g, critic.judge_group(g[0]["prompt"], [s["frames"] for s in g])):
             s.update(score=float(j.score), label=j.label, critic_text=j.text, valid=j.valid,
                      pair_role=getattr(j, "role", ""))

@@ -42,19 +42,9 @@ def run(args) -> int:
     if args.data:
         data = Path(args.data)
     else:
-        data = Path(args.world_set) / "labels.jsonl"
-        want = {"pairs": args.pairs, "points": args.points, "seed": args.seed, "annotators": args.annotators,
-                "annotator_accuracy": args.annotator_accuracy, "frames": cfg.model.frames, "size": cfg.model.height}
-        if data.is_file():  # reuse the set only if it is the one asked for
-            made = json.loads((data.parent / "params.json").read_text()) if (data.parent / "params.json").is_file() else {}
-            diff = {k: (made.get(k), v) for k, v in want.items() if made.get(k) != v}
-            if diff:
-                raise ValueError(f"--world-set {args.world_set}: made with "
-                                 + ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items()) + "; asked for "
-                                 + ", ".join(f"{k}={b!r}" for k, (_, b) in diff.items())
-                                 + " (choose another --world-set directory or delete this one)")
-        else:
-            world_labelled_set(args.world_set, **want)
+        data = world_labelled_set(args.world_set, pairs=args.pairs, points=args.points, seed=args.seed,
+                                  annotators=args.annotators, annotator_accuracy=args.annotator_accuracy,
+                                  frames=cfg.model.frames, size=cfg.model.height)
     items = read_labelled(data)
     result = {"data": str(data), "backend": cfg.critic.backend, "protocol": cfg.critic.protocol,
               "noise_accuracy": cfg.critic.noise_accuracy, **evaluate(make_critic(cfg.critic), items)}

@@ -176,15 +176,29 @@ def world_labelled_set(out: str | Path, pairs: int = 100, points: int = 100, see
     Each video is correct or (with probability ``flawed_fraction``) has a random flaw. Pairwise items
     compare two videos of one prompt, labelled by the higher judge score (equal scores are redrawn);
     pointwise items carry ``label_for(judge score)``. With ``annotators > 1`` each annotator reports the
-    judge's label with probability ``annotator_accuracy`` and another label otherwise.
+    judge's label with probability ``annotator_accuracy`` and another label otherwise. A complete set
+    already in ``OUT`` is reused when it was made with the same parameters (``OUT/params.json``), and
+    refused otherwise: never overwritten.
     """
     from ipo_ray.world import FLAWS, judge, render, splits
 
+    params = {"pairs": pairs, "points": points, "seed": seed, "annotators": annotators,
+              "annotator_accuracy": annotator_accuracy, "flawed_fraction": flawed_fraction, "frames": frames,
+              "size": size}
+    out = Path(out)
+    path = out / "labels.jsonl"
+    if path.is_file():
+        made = json.loads((out / "params.json").read_text()) if (out / "params.json").is_file() else {}
+        diff = [k for k in params if made.get(k) != params[k]]
+        if diff:
+            raise ValueError(f"--world-set {out}: made with " + ", ".join(f"{k}={made.get(k)!r}" for k in diff)
+                             + "; asked for " + ", ".join(f"{k}={params[k]!r}" for k in diff)
+                             + " (choose another --world-set directory or delete this one)")
+        return path
     if annotators < 1:
         raise ValueError(f"eval-critic: --annotators must be >= 1, got {annotators}")
     if not 0.0 <= annotator_accuracy <= 1.0:
         raise ValueError(f"eval-critic: --annotator-accuracy must be in [0, 1], got {annotator_accuracy}")
-    out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     sp = splits()
@@ -220,12 +234,8 @@ def world_labelled_set(out: str | Path, pairs: int = 100, points: int = 100, see
         v, s = draw(prompt, f"point{k:05d}")
         lines.append({"task": "pointwise", "prompt": prompt, "video": v,
                       "labels": votes(label_for(s), ("Good", "Normal", "Bad")), "judge_score": s})
-    params = {"pairs": pairs, "points": points, "seed": seed, "annotators": annotators,
-              "annotator_accuracy": annotator_accuracy, "flawed_fraction": flawed_fraction, "frames": frames,
-              "size": size}
     (out / "params.json").write_text(json.dumps(params, sort_keys=True))
     # labels.jsonl marks the set complete: written last, and whole (beside, then renamed).
-    path = out / "labels.jsonl"
     tmp = out / "labels.jsonl.tmp"
     tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
     os.replace(tmp, path)

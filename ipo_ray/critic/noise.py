@@ -89,8 +89,8 @@ class NoisyCritic(Critic):
             return self.judge_points(prompt, videos)
         pairs = list(itertools.combinations(range(len(videos)), 2))
         ds = [digest(v) for v in videos]
-        if hasattr(self.inner, "_pair_verdicts"):  # a VLM's own position-swapped verdicts, then the noise
-            verdicts = self.inner._pair_verdicts(prompt, videos, pairs)
+        if hasattr(self.inner, "pair_verdicts"):  # a VLM's own position-swapped verdicts, then the noise
+            verdicts = self.inner.pair_verdicts(prompt, videos, pairs)
             noisy = {(i, j): self._noisy_pair(prompt, ds[i], ds[j], verdicts[(i, j)]) for i, j in pairs}
             return pairwise_judgements(len(videos), noisy, self.inner.on_unparsable)
         base = self.inner.judge_group(prompt, videos)

@@ -138,7 +138,7 @@ class VLMCritic(Critic):
         return out
 
     # -- pairwise ------------------------------------------------------------------------------------
-    def _pair_verdicts(self, prompt: str, videos: list[np.ndarray], pairs: list[tuple[int, int]]) -> dict:
+    def pair_verdicts(self, prompt: str, videos: list[np.ndarray], pairs: list[tuple[int, int]]) -> dict:
         sets = []
         for i, j in pairs:
             sets += [(videos[i], videos[j]), (videos[j], videos[i])]
@@ -169,13 +169,13 @@ class VLMCritic(Critic):
         return verdicts
 
     def compare(self, prompt, video_a, video_b):
-        return self._pair_verdicts(prompt, [video_a, video_b], [(0, 1)])[(0, 1)]
+        return self.pair_verdicts(prompt, [video_a, video_b], [(0, 1)])[(0, 1)]
 
     def judge_group(self, prompt, videos):
         if self.protocol != "pairwise":
             return self.judge_points(prompt, videos)
         n = len(videos)
-        verdicts = self._pair_verdicts(prompt, videos, list(itertools.combinations(range(n), 2)))
+        verdicts = self.pair_verdicts(prompt, videos, list(itertools.combinations(range(n), 2)))
         return pairwise_judgements(n, verdicts, self.on_unparsable)
 
 
