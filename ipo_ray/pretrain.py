@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .codec import frames_to_unit
 from .config import Config
 from .policy import T2VPolicy
+from .tokenizer import build_world_tokenizer
 from .world import FLAWS, render, splits
 
 
@@ -47,6 +48,29 @@ def high_noise_timesteps(t: torch.Tensor, fraction: float, num_train_timesteps: 
     return torch.where(redraw.to(t.device), high.to(t.device), t)
 
 
+def adopt_world_tokenizer(policy: T2VPolicy, log=print) -> None:
+    """Continue a base saved with an older world tokenizer: words keep their embedding rows, each new
+    token (a merged phrase) starts at the mean of its words' rows plus a little noise."""
+    new = build_world_tokenizer()
+    old_vocab, new_vocab = policy.tokenizer.get_vocab(), new.get_vocab()
+    if old_vocab == new_vocab:
+        return
+    old_rows = policy.text_encoder.get_input_embeddings().weight.detach().clone()
+    policy.text_encoder.resize_token_embeddings(len(new_vocab), mean_resizing=False)
+    emb = policy.text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for tok, i in new_vocab.items():
+            if tok in old_vocab:
+                emb[i] = old_rows[old_vocab[tok]]
+            else:
+                parts = [old_vocab[w] for w in tok.split("-") if w in old_vocab]
+                emb[i] = old_rows[parts].mean(0) + 0.1 * old_rows.std() * torch.randn(emb.shape[1]) \
+                    if parts else torch.randn(emb.shape[1]) * old_rows.std()
+    policy.tokenizer = new
+    policy._null_cond = None
+    log(f"pretrain: text encoder moved to the current world tokenizer ({len(old_vocab)} -> {len(new_vocab)} tokens)")
+
+
 def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     """Train a fresh tiny base; writes a diffusers-format checkpoint to ``out`` and returns it."""
     pc = cfg.pretrain
@@ -54,6 +78,8 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     torch.manual_seed(pc.seed)
     rng = np.random.default_rng(pc.seed)
     policy = T2VPolicy.from_pretrained(pc.init_from) if pc.init_from else T2VPolicy.build_tiny(cfg.model)
+    if pc.init_from:
+        adopt_world_tokenizer(policy, log)
     policy.text_encoder.requires_grad_(True).train()
     # An exponential moving average of the weights samples much cleaner than the raw weights
     # (standard for diffusion models); the checkpoint holds the EMA.

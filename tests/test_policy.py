@@ -28,6 +28,43 @@ def test_tiny_world_model_uses_the_real_diffusers_classes(policy):
     assert policy.tokenizer.unk_token_id not in ids and ids[-1] == policy.tokenizer.eos_token_id
 
 
+def test_world_tokenizer_tells_the_horizontal_directions_apart_by_token_not_by_order():
+    from ipo_ray.tokenizer import build_world_tokenizer
+
+    tok = build_world_tokenizer()
+    l2r = tok("a red square moves from left to right").input_ids
+    r2l = tok("a red square moves from right to left").input_ids
+    assert sorted(l2r) != sorted(r2l) and len(l2r) == len(r2l) == 7
+    assert tok("A  Red square MOVES from left   to right").input_ids == l2r
+    assert tok.unk_token_id not in l2r + r2l
+
+
+def test_pretraining_from_an_older_tokenizer_keeps_word_rows_and_adds_the_phrases(policy):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from ipo_ray.pretrain import adopt_world_tokenizer
+    from ipo_ray.tokenizer import build_world_tokenizer
+    from ipo_ray.world.grammar import vocabulary
+
+    # The tokenizer the first committed base was saved with: words only.
+    old = Tokenizer(models.WordLevel({t: i for i, t in enumerate(["<pad>", "</s>", "<unk>"] + vocabulary())},
+                                     unk_token="<unk>"))
+    old.pre_tokenizer = pre_tokenizers.Whitespace()
+    old.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    policy.tokenizer = PreTrainedTokenizerFast(tokenizer_object=old, pad_token="<pad>", eos_token="</s>",
+                                               unk_token="<unk>", model_max_length=16)
+    policy.text_encoder.resize_token_embeddings(len(vocabulary()) + 3, mean_resizing=False)
+    before = policy.encode_prompts(["a red square falls down"])
+    torch.manual_seed(1)
+    adopt_world_tokenizer(policy, log=lambda *_: None)
+    assert policy.tokenizer.get_vocab() == build_world_tokenizer().get_vocab()
+    assert policy.text_encoder.get_input_embeddings().weight.shape[0] == len(policy.tokenizer.get_vocab())
+    assert torch.equal(policy.encode_prompts(["a red square falls down"]), before)  # words keep their rows
+    a, b = policy.encode_prompts(["a red square moves from left to right", "a red square moves from right to left"])
+    assert not torch.allclose(a, b)
+
+
 def test_codec_round_trip():
     v = np.stack([render(P[0], 1), render(P[1], 2)])
     assert np.array_equal(unit_to_frames(frames_to_unit(v)), v)
