@@ -28,7 +28,8 @@ OPPOSITES = [("a red square moves from left to right", "a red square moves from 
 
 def centroid_travel(video: np.ndarray, color: str, axis: int) -> float:
     masks, _, core = _hue_masks(video)
-    c = (_track(masks[color], core, 3.0).cx, _track(masks[color], core, 3.0).cy)[axis]
+    track = _track(masks[color], core, 3.0)
+    c = (track.cx, track.cy)[axis]
     c = c[~np.isnan(c)]
     return float(c[-1] - c[0]) if c.size >= 2 else 0.0
 

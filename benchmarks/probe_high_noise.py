@@ -1,46 +1,79 @@
 """Probe: how fast does a fresh tiny world model learn to read the motion words at pure noise (t = 999)?
 
 Trains only at t = 999 on four red-square prompts (one per direction, correct renders), so the best
-output is the prompt's mean clip; prints the predicted clips' centroid travel every 50 steps.
-Options (words on the command line): ``frozen`` (text encoder frozen), ``noqk`` (no q/k norms),
-``pool`` (a pooled-text term added to the timestep embedding), ``p4`` (patch 4), ``eps``
-(epsilon prediction), ``steps=N``. Notes in benchmarks/RESULTS.md ("Base model: ... notes").
+output is each prompt's mean clip, and prints the predicted clips' centroid travel every 50 steps.
+Notes and numbers: benchmarks/RESULTS.md ("Base model: what limited it ... (notes)").
 
-    python benchmarks/probe_high_noise.py steps=500
+    python benchmarks/probe_high_noise.py --steps 500 [--frozen-text] [--no-qk-norm] [--patch 4]
 """
-import sys,time,numpy as np,torch
-from ipo_ray.config import load_config
-from ipo_ray.policy import T2VPolicy
-from ipo_ray.pretrain import world_batch
-from ipo_ray.codec import frames_to_unit
-torch.set_num_threads(1); torch.manual_seed(0); rng=np.random.default_rng(0)
-cfg=load_config(str(__import__('pathlib').Path(__file__).resolve().parents[1] / 'configs' / 'world-tiny.yaml'))
-if 'p4' in sys.argv: cfg.model.tiny.patch_size=4
-if 'eps' in sys.argv: cfg.model.prediction_type='epsilon'
-p=T2VPolicy.build_tiny(cfg.model)
-if 'pool' in sys.argv:
-    tm=p.transformer; tm.text_pool_proj=torch.nn.Linear(cfg.model.tiny.text_dim, cfg.model.tiny.time_embed_dim)
-    torch.nn.init.zeros_(tm.text_pool_proj.weight); torch.nn.init.zeros_(tm.text_pool_proj.bias)
-    st={}
-    tm.register_forward_pre_hook(lambda m,a,kw: st.__setitem__('pool', kw['encoder_hidden_states'].mean(1)), with_kwargs=True)
-    tm.time_embedding.register_forward_hook(lambda m,a,out: out + tm.text_pool_proj(st['pool']))
-if 'noqk' in sys.argv:
-    for b in p.transformer.transformer_blocks: b.attn1.norm_q=None; b.attn1.norm_k=None; p.text_encoder.requires_grad_(True).train()
-freeze_text = 'frozen' in sys.argv
-if freeze_text: p.text_encoder.requires_grad_(False)
-params=[q for q in list(p.transformer.parameters())+list(p.text_encoder.parameters()) if q.requires_grad]
-opt=torch.optim.AdamW(params,lr=1e-3,weight_decay=0)
-prompts=[f'a red square {m}' for m in ['moves from left to right','moves from right to left','falls down','rises up']]
-t0=time.time()
-for step in range(1,int(dict(a.split('=') for a in sys.argv[1:] if '=' in a).get('steps',200))+1):
-    ps,v=world_batch(rng,prompts,16,cfg,0.0)
-    x0=frames_to_unit(v); c=p.encode_prompts_trainable(ps)
-    noise=torch.randn_like(x0); tt=torch.full((16,),999)
-    l=p.training_error(x0,c,tt,noise).mean(); opt.zero_grad(); l.backward(); opt.step()
-    if step%50==0:
-        with torch.no_grad():
-            cc=p.encode_prompts(prompts); n=torch.randn(4,*p.latent_shape())
-            v=p.transformer(hidden_states=n,encoder_hidden_states=cc,timestep=torch.full((4,),999),return_dict=False)[0]
-            x=-v; red=((x[:,:,0]+1)/2).clamp(min=0)**2; ys=torch.arange(16.)
-            cx=(red.sum(-2)*ys).sum(-1)/red.sum((-1,-2)); cy=(red.sum(-1)*ys).sum(-1)/red.sum((-1,-2))
-            print(step,'loss %.4f'%l.item(),'%.1fs'%(time.time()-t0),'dx l2r %.1f r2l %.1f  dy fall %.1f rise %.1f'%((cx[0,-1]-cx[0,0]).item(),(cx[1,-1]-cx[1,0]).item(),(cy[2,-1]-cy[2,0]).item(),(cy[3,-1]-cy[3,0]).item()),flush=True)
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ipo_ray.codec import frames_to_unit  # noqa: E402
+from ipo_ray.config import load_config  # noqa: E402
+from ipo_ray.policy import T2VPolicy  # noqa: E402
+from ipo_ray.pretrain import world_batch  # noqa: E402
+
+PROMPTS = [f"a red square {m}" for m in ("moves from left to right", "moves from right to left", "falls down", "rises up")]
+
+
+def red_travel(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical travel (last frame - first) of the red mass of predicted clips [B, F, 3, H, W]."""
+    red = ((x0[:, :, 0] + 1) / 2).clamp(min=0) ** 2
+    pos = torch.arange(red.shape[-1], dtype=red.dtype)
+    cx = (red.sum(-2) * pos).sum(-1) / red.sum((-1, -2))
+    cy = (red.sum(-1) * pos).sum(-1) / red.sum((-1, -2))
+    return cx[:, -1] - cx[:, 0], cy[:, -1] - cy[:, 0]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--frozen-text", action="store_true", help="keep the random text encoder fixed")
+    ap.add_argument("--no-qk-norm", action="store_true")
+    ap.add_argument("--patch", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = load_config(ROOT / "configs" / "world-tiny.yaml", [f"model.tiny.patch_size={args.patch}"])
+    policy = T2VPolicy.build_tiny(cfg.model)
+    policy.text_encoder.requires_grad_(not args.frozen_text).train()
+    if args.no_qk_norm:
+        for block in policy.transformer.transformer_blocks:
+            block.attn1.norm_q = block.attn1.norm_k = None
+    params = [q for m in (policy.transformer, policy.text_encoder) for q in m.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    t999 = torch.full((16,), 999)
+    start = time.time()
+    for step in range(1, args.steps + 1):
+        prompts, videos = world_batch(rng, PROMPTS, 16, cfg, 0.0)
+        x0 = frames_to_unit(videos)
+        loss = policy.training_error(x0, policy.encode_prompts_trainable(prompts), t999, torch.randn_like(x0)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            with torch.no_grad():
+                v = policy.transformer(hidden_states=torch.randn(4, *policy.latent_shape()),
+                                       encoder_hidden_states=policy.encode_prompts(PROMPTS),
+                                       timestep=t999[:4], return_dict=False)[0]
+            dx, dy = red_travel(-v)  # at t = 999 the v target is -x0
+            print(f"step {step} loss {loss.item():.4f} {time.time() - start:.0f}s  travel dx: left-to-right "
+                  f"{dx[0]:+.1f} right-to-left {dx[1]:+.1f}  dy: falls {dy[2]:+.1f} rises {dy[3]:+.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
