@@ -38,13 +38,17 @@ def _latents(col, shapes, dtypes) -> torch.Tensor:
     return torch.from_numpy(np.stack([decode_latents(b, s, d) for b, s, d in zip(col, shapes, dtypes)]).copy())
 
 
-def _row_noise(row_ids, shape, step: int, seed: int):
-    """Per-row t and noise, reproducible from the row id and step; chosen and rejected share them."""
+def _row_noise(row_ids, shape, step: int, seed: int, high_noise_fraction: float = 0.0, num_train_timesteps: int = 1000):
+    """Per-row t and noise, reproducible from the row id and step; chosen and rejected share them.
+    ``high_noise_fraction`` of the rows draw t from the upper half of the schedule instead."""
     ts, ns = [], []
     for rid in row_ids:
         g = torch.Generator().manual_seed((hash_id(rid) + 7919 * step + seed) % (2**63 - 1))
         ns.append(torch.randn(shape, generator=g))
-        ts.append(torch.randint(0, 1000, (1,), generator=g))
+        t = torch.randint(0, num_train_timesteps, (1,), generator=g)
+        if high_noise_fraction > 0 and torch.rand(1, generator=g).item() < high_noise_fraction:
+            t = torch.randint(num_train_timesteps // 2, num_train_timesteps, (1,), generator=g)
+        ts.append(t)
     return torch.cat(ts), torch.stack(ns)
 
 
@@ -74,8 +78,9 @@ class PreferenceStep:
         a, dev = self.cfg.algo, self.device
         n = len(batch["row_id"])
         shape = tuple(int(s) for s in batch["latent_shape"][0])
-        t, noise = _row_noise(list(batch["row_id"]), shape, step, self.cfg.train.seed)
-        t = (t % self.num_train_timesteps).to(dev)
+        t, noise = _row_noise(list(batch["row_id"]), shape, step, self.cfg.train.seed,
+                              self.cfg.train.high_noise_fraction, self.num_train_timesteps)
+        t = t.to(dev)
         noise = noise.to(dev)
         x = _latents(batch["latents"], batch["latent_shape"], batch["latent_dtype"]).to(dev)
         prompts = [str(p) for p in batch["prompt"]]
@@ -237,7 +242,12 @@ def train_loop_per_worker(config: dict) -> None:
                              "round": config["round"], "reference_moved": moved, **info})
 
     for epoch in range(int(config.get("epochs", 1))):
-        for batch in shard.iter_batches(batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1):
+        # Rounds: each worker shuffles rows through a local buffer (the loop already randomised the block
+        # order). Semi-online keeps arrival order: a buffer would hold rows back and age them.
+        buffer = None if semi or tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.batch_size)
+        for batch in shard.iter_batches(batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1,
+                                        local_shuffle_buffer_size=buffer,
+                                        local_shuffle_seed=None if buffer is None else tc.seed + 7919 * epoch + rank + version):
             now = time.time()
             wait_s += now - t_mark
             staleness = version - np.asarray(batch["policy_version"], np.int64)

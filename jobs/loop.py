@@ -79,6 +79,13 @@ def real_dataset(cfg: Config, n: int = 256):
     return ds
 
 
+def parquet_rows(path: Path) -> int:
+    """Rows in a directory of Parquet files, from their footers (reads no data)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(path).glob("*.parquet")))
+
+
 def rows_per_group(cfg: Config) -> int:
     """The most training rows one prompt group makes: its DPO pairs, or one KTO/RWR/SFT row per video."""
     return cfg.algo.pairs_per_group if cfg.algo.name == "dpo" else cfg.sampling.num_per_prompt
@@ -217,8 +224,11 @@ class Loop:
                 self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
                 tmp.rename(data)
             t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
-            rows = ray.data.read_parquet(str(data)).random_shuffle(seed=c.seed + r)
-            n_rows = rows.count()
+            # Shuffled cheaply: blocks in a seeded random order here, rows through each trainer worker's
+            # local shuffle buffer (train.shuffle_buffer_rows). A full random_shuffle is an all-to-all
+            # exchange that cost more than the training itself on small rounds.
+            rows = ray.data.read_parquet(str(data)).randomize_block_order(seed=c.seed + r)
+            n_rows = parquet_rows(data)
             if n_rows < c.train.num_workers * c.train.batch_size:
                 raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
                                    "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")

@@ -129,3 +129,20 @@ def test_dpo_step_on_a_real_model_prefers_chosen():
     loss.backward()
     opt.step()
     assert margin() < before
+
+
+def test_row_noise_is_shared_by_row_and_high_noise_fraction_moves_t_up():
+    from ipo_ray.trainer import _row_noise
+
+    ids = [f"r000-p{i:05d}-s{i}|r000-p{i:05d}-s{i + 1}" for i in range(400)]
+    t0, n0 = _row_noise(ids, (2, 3, 4, 4), step=3, seed=0)
+    t0b, n0b = _row_noise(ids, (2, 3, 4, 4), step=3, seed=0)
+    assert torch.equal(t0, t0b) and torch.equal(n0, n0b)  # reproducible: chosen and rejected share them
+    assert 0.4 < (t0 >= 500).float().mean() < 0.6  # uniform over [0, 1000)
+    t1, n1 = _row_noise(ids, (2, 3, 4, 4), step=3, seed=0, high_noise_fraction=0.7)
+    assert torch.equal(n1, n0)  # same noise, only t redrawn
+    share_high = (t1 >= 500).float().mean().item()
+    assert 0.78 < share_high < 0.92  # 0.3 * 0.5 + 0.7 = 0.85 expected
+    assert int(t1.max()) < 1000 and int(t1.min()) >= 0
+    t2, _ = _row_noise(ids, (2, 3, 4, 4), step=3, seed=0, high_noise_fraction=1.0)
+    assert int(t2.min()) >= 500
