@@ -7,7 +7,8 @@ One schema for every algorithm, so Ray Data blocks and Parquet files are uniform
   pairwise critic marked the group's pair (samples with ``pair_role`` "chosen" / "rejected", a
   position-swap-consistent verdict), that pair is used as is.
 - ``kind="point"`` (KTO / RWR / best-of-N SFT): one row per sample with ``desirable``
-  (Good or Normal, i.e. score >= desirable_threshold) and ``reward`` (the score).
+  (Good or Normal) and ``reward`` (the score). Best-of-N SFT keeps only the samples it trains on
+  (score >= ``sft_threshold``): a row of weight zero would cost a forward and backward for nothing.
 
 Every row keeps its provenance: sample ids, prompt, seeds, ``policy_version``, ``round``, the
 critic's name, label and text. Latents travel as raw bytes with dtype and shape.
@@ -52,7 +53,7 @@ def _pair(hi: dict, lo: dict, critic: str) -> dict:
 
 
 def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, critic: str = "world",
-               pairs_per_group: int = 1) -> tuple[list[dict], Counter]:
+               pairs_per_group: int = 1, sft_threshold: float = 0.8) -> tuple[list[dict], Counter]:
     """Rows from one group (all samples share prompt, round, and group_id). Invalid (unparsable)
     judgements are left out. Returns ``(rows, counts)`` where counts say what was dropped and why.
 
@@ -83,7 +84,12 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
             counts["groups_no_contrast"] += 1
         counts["rows"] += len(rows)
         return rows, counts
-    if algo in ("kto", "rwr", "sft"):
+    if algo == "sft":
+        rows = [_point(s, critic) for s in valid if s["score"] >= sft_threshold]
+        counts["sft_below_threshold"] += len(valid) - len(rows)
+        counts["rows"] += len(rows)
+        return rows, counts
+    if algo in ("kto", "rwr"):
         rows = [_point(s, critic) for s in valid]
         counts["rows"] += len(rows)
         return rows, counts
@@ -91,14 +97,15 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
 
 
 def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
-                     critic: str = "world", pairs_per_group: int = 1) -> tuple[list[dict], Counter]:
+                     critic: str = "world", pairs_per_group: int = 1,
+                     sft_threshold: float = 0.8) -> tuple[list[dict], Counter]:
     """Group samples by ``group_id`` (order kept) and make rows for each group."""
     groups: dict[str, list[dict]] = {}
     for s in samples:
         groups.setdefault(s["group_id"], []).append(s)
     rows, counts = [], Counter()
     for g in groups.values():
-        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group)
+        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group, sft_threshold)
         rows += r
         counts += c
     counts["groups"] += len(groups)

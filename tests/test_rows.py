@@ -30,3 +30,14 @@ def test_several_disjoint_pairs_each_above_the_gap():
     # A group with no contrast gives nothing, and says so.
     rows, counts = to_training_rows(_group([0.5] * 8, "g1"), "dpo", min_score_gap=0.3, pairs_per_group=4)
     assert rows == [] and counts["groups_no_contrast"] == 1
+
+
+def test_best_of_n_sft_keeps_only_the_samples_it_trains_on():
+    scores = [0.1, 0.85, 0.79, 0.8, 0.0]
+    rows, counts = to_training_rows(_group(scores), "sft", sft_threshold=0.8)
+    assert sorted(r["score"] for r in rows) == [0.8, 0.85] and all(r["kind"] == "point" for r in rows)
+    assert counts["rows"] == 2 and counts["sft_below_threshold"] == 3
+    # RWR and KTO weight every sample, so they keep every sample.
+    for algo in ("rwr", "kto"):
+        rows, counts = to_training_rows(_group(scores), algo)
+        assert len(rows) == 5 and counts["rows"] == 5
