@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import update_section  # noqa: E402
 from ipo_ray.config import load_config  # noqa: E402
+from ipo_ray.evaluate import evaluate_policy  # noqa: E402
 from ipo_ray.critic.base import label_for  # noqa: E402
 from ipo_ray.policy import seeds_for  # noqa: E402
 from ipo_ray.rows import columns, to_training_rows  # noqa: E402
 from ipo_ray.run_dir import load_base_policy  # noqa: E402
 from ipo_ray.trainer import PreferenceStep  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, render, splits  # noqa: E402
+from jobs.report import _base_eval_cache  # noqa: E402
 
 STORE = ROOT / "benchmarks" / "learning_probe"
 
@@ -50,27 +52,27 @@ def sample_scores(policy, prompts, seeds, cfg, bs=32):
 
 
 def evaluate(policy, cfg, ev_seeds: int, held_seeds: int) -> dict:
+    """The project's evaluation (``evaluate_policy``: fixed prompts, seeds from 10,000), without videos."""
     sp = splits()
-    res = {}
-    for name, n in (("train", ev_seeds), ("heldout", held_seeds)):
-        prompts = sp[name]
-        got = sample_scores(policy, prompts, [[10_000 + k for k in range(n)]] * len(prompts), cfg)
-        sc = np.array([g[2] for g in got])
-        res[name] = {"acceptance": float((sc >= ACCEPT).mean()), "mean": float(sc.mean()), "n": len(sc)}
-    return res
+    prompts = sp["train"] + sp["heldout"]
+    seeds = [ev_seeds] * len(sp["train"]) + [held_seeds] * len(sp["heldout"])
+    with tempfile.TemporaryDirectory() as d:
+        s = evaluate_policy(policy, prompts, seeds, d, steps=cfg.sampling.steps, guidance_scale=cfg.sampling.guidance_scale,
+                            seed_offset=cfg.eval.seed_offset, save_videos=False, with_metrics=False)
+    return {k: {"acceptance": s[k]["acceptance"], "mean": s[k]["mean_score"], "n": s[k]["n"]} for k in ("train", "heldout")}
 
 
 def base_eval(policy, cfg, ev_seeds: int, held_seeds: int) -> dict:
-    """The base's evaluation, cached by weights and evaluation settings (every probe starts from it)."""
-    w = Path(cfg.model.path) / "transformer"
-    st = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in sorted(w.glob("*"))]
-    key = json.dumps([st, ev_seeds, held_seeds, cfg.sampling.steps, cfg.sampling.guidance_scale])
-    cache = ROOT / ".cache" / "probe-base-eval" / f"{zlib.crc32(key.encode()):08x}.json"
-    if cache.is_file():
+    """The base's evaluation, cached under the report's key for the base weights and this plan."""
+    sp = splits()
+    key = _base_eval_cache(cfg, sp["train"] + sp["heldout"], [ev_seeds] * len(sp["train"]) + [held_seeds] * len(sp["heldout"]))
+    cache = ROOT / ".cache" / "probe-base-eval" / f"{key.name if key else 'none'}.json"
+    if key is not None and cache.is_file():
         return json.loads(cache.read_text())
     res = evaluate(policy, cfg, ev_seeds, held_seeds)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(res))
+    if key is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(res))
     return res
 
 
