@@ -241,68 +241,68 @@ def train_loop_per_worker(config: dict) -> None:
             run.log_metrics({"event": "sync", "version": version, "ref_version": ref_version, "step": step,
                              "round": config["round"], "reference_moved": moved, **info})
 
-    for epoch in range(int(config.get("epochs", 1))):
-        # Rounds: each worker shuffles rows through a local buffer (the loop already randomised the block
-        # order). Semi-online keeps arrival order: a buffer would hold rows back and age them.
-        buffer = None if semi or tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.batch_size)
-        for batch in shard.iter_batches(batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1,
-                                        local_shuffle_buffer_size=buffer,
-                                        local_shuffle_seed=None if buffer is None else tc.seed + 7919 * epoch + rank + version):
-            now = time.time()
-            wait_s += now - t_mark
-            staleness = version - np.asarray(batch["policy_version"], np.int64)
-            valid = staleness <= max_stale
-            for s in staleness:
-                stale_hist[min(int(s), len(stale_hist) - 1)] += 1
-                metrics_sink.observe("row_staleness", int(s))
-            real = next(real_it) if real_it is not None else None
-            loss, m = step_fn(batch, real, valid, step)
-            (loss / tc.grad_accum).backward()
-            acc_metrics.append(m)
-            if semi:
-                window_rows += _window_records(batch, staleness, valid, version)
-            micro += 1
-            n_rows, n_drop = len(valid), int((~valid).sum())
-            if micro % tc.grad_accum:
-                t_mark = time.time()
-                busy_s += t_mark - now
-                continue
-            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            since_sync += 1
-            counts = torch.tensor([n_rows * tc.grad_accum, n_drop], dtype=torch.float64)
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(counts)
-            consumed_total += int(counts[0])
+    # Rounds: each worker shuffles rows through a local buffer (the loop already randomised the block order
+    # of each epoch and chained the epochs into one stream). Semi-online keeps arrival order: a buffer would
+    # hold rows back and age them.
+    buffer = None if semi or tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.batch_size)
+    for batch in shard.iter_batches(batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1,
+                                    local_shuffle_buffer_size=buffer,
+                                    local_shuffle_seed=None if buffer is None else tc.seed + rank + 7919 * version):
+        now = time.time()
+        wait_s += now - t_mark
+        staleness = version - np.asarray(batch["policy_version"], np.int64)
+        valid = staleness <= max_stale
+        for s in staleness:
+            stale_hist[min(int(s), len(stale_hist) - 1)] += 1
+            metrics_sink.observe("row_staleness", int(s))
+        real = next(real_it) if real_it is not None else None
+        loss, m = step_fn(batch, real, valid, step)
+        (loss / tc.grad_accum).backward()
+        acc_metrics.append(m)
+        if semi:
+            window_rows += _window_records(batch, staleness, valid, version)
+        micro += 1
+        n_rows, n_drop = len(valid), int((~valid).sum())
+        if micro % tc.grad_accum:
             t_mark = time.time()
             busy_s += t_mark - now
-            if rank == 0:
-                rec = {k: float(np.mean([x[k] for x in acc_metrics if k in x])) for k in acc_metrics[-1]}
-                rec.update({"event": "step", "step": step, "version": version, "round": config["round"],
-                            "rows": int(counts[0]), "dropped_stale": int(counts[1]),
-                            "staleness_mean": float(staleness.mean()), "lr": sched.get_last_lr()[0],
-                            "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9), "time": time.time()})
-                run.log_metrics(rec)
-                metrics_sink.count("samples_trained", int(counts[0]))
-                metrics_sink.count("rows_dropped_stale", int(counts[1]))
-                metrics_sink.gauge("trainer_idle_fraction", rec["idle_fraction"])
-                metrics_sink.count("trainer_idle_seconds", wait_s - wait_reported)
-                wait_reported = wait_s
-                metrics_sink.gauge("staleness", rec["staleness_mean"])
-                metrics_sink.observe("step_seconds", t_mark - now)
-                metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_mark - now, 1e-9))
-                ray.get(store.report_consumed.remote(consumed_total, None, int(counts[1])))
-                if step % 10 == 0:
-                    print(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
-                          f"idle {rec['idle_fraction']:.2f}", flush=True)
-            acc_metrics = []
-            if fault_after and step >= fault_after:
-                raise RuntimeError(f"fault injected after step {step} ({FAULT_ENV})")
-            if semi and since_sync >= lc.sync_every:
-                publish("sync_every")
+            continue
+        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        since_sync += 1
+        counts = torch.tensor([n_rows * tc.grad_accum, n_drop], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        consumed_total += int(counts[0])
+        t_mark = time.time()
+        busy_s += t_mark - now
+        if rank == 0:
+            rec = {k: float(np.mean([x[k] for x in acc_metrics if k in x])) for k in acc_metrics[-1]}
+            rec.update({"event": "step", "step": step, "version": version, "round": config["round"],
+                        "rows": int(counts[0]), "dropped_stale": int(counts[1]),
+                        "staleness_mean": float(staleness.mean()), "lr": sched.get_last_lr()[0],
+                        "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9), "time": time.time()})
+            run.log_metrics(rec)
+            metrics_sink.count("samples_trained", int(counts[0]))
+            metrics_sink.count("rows_dropped_stale", int(counts[1]))
+            metrics_sink.gauge("trainer_idle_fraction", rec["idle_fraction"])
+            metrics_sink.count("trainer_idle_seconds", wait_s - wait_reported)
+            wait_reported = wait_s
+            metrics_sink.gauge("staleness", rec["staleness_mean"])
+            metrics_sink.observe("step_seconds", t_mark - now)
+            metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_mark - now, 1e-9))
+            ray.get(store.report_consumed.remote(consumed_total, None, int(counts[1])))
+            if step % 10 == 0:
+                print(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
+                      f"idle {rec['idle_fraction']:.2f}", flush=True)
+        acc_metrics = []
+        if fault_after and step >= fault_after:
+            raise RuntimeError(f"fault injected after step {step} ({FAULT_ENV})")
+        if semi and since_sync >= lc.sync_every:
+            publish("sync_every")
     hist = torch.from_numpy(stale_hist.astype(np.float64))
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(hist)

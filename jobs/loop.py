@@ -164,14 +164,14 @@ class Loop:
         finally:
             ctx.target_max_block_size = saved
 
-    def fit(self, name: str, train_ds, config: dict, epochs: int) -> None:
+    def fit(self, name: str, train_ds, config: dict) -> None:
         c = self.cfg
         real = real_dataset(c)
         datasets = {"train": train_ds} | ({"real": real} if real is not None else {})
         ckpt = self.latest_checkpoint()
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": c.model_dump(mode="json"), "run_dir": str(self.run.path), "epochs": epochs,
+            train_loop_config={"cfg": c.model_dump(mode="json"), "run_dir": str(self.run.path),
                                "has_real": real is not None, "store_name": self.store_name,
                                "optimizer_state": str(ckpt / "optimizer.pt") if ckpt else None,
                                # Resume drills in tests: the driver's env var reaches the workers.
@@ -227,7 +227,11 @@ class Loop:
             # Shuffled cheaply: blocks in a seeded random order here, rows through each trainer worker's
             # local shuffle buffer (train.shuffle_buffer_rows). A full random_shuffle is an all-to-all
             # exchange that cost more than the training itself on small rounds.
-            rows = ray.data.read_parquet(str(data)).randomize_block_order(seed=c.seed + r)
+            # The epochs are one stream (each epoch its own block order): iterating the dataset once per epoch
+            # restarts the read and the split each time, which cost the trainer ~13 s of waiting per epoch.
+            epochs = [ray.data.read_parquet(str(data)).randomize_block_order(seed=c.seed + r + 7919 * e)
+                      for e in range(c.loop.epochs_per_round)]
+            rows = epochs[0].union(*epochs[1:]) if len(epochs) > 1 else epochs[0]
             n_rows = parquet_rows(data)
             if n_rows < c.train.num_workers * c.train.batch_size:
                 raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
@@ -236,7 +240,7 @@ class Loop:
             ref_version = self.ref_version(state["version"])
             self.fit(f"round_{r:03d}", rows, {"mode": "rounds", "round": r, "start_version": state["version"],
                                                "ref_version": ref_version, "start_step": state["step"],
-                                               "consumed_rows": state["consumed_rows"]}, c.loop.epochs_per_round)
+                                               "consumed_rows": state["consumed_rows"]})
             state = self.checkpoint_state()
             stats = ray.get(store.stats.remote())
             self.run.log_metrics({"event": "round", "round": r, "rows": n_rows, "version": state["version"],
@@ -265,7 +269,7 @@ class Loop:
         self.fit("stream", self.rollout_dataset(items, sorted(consumed)),
                  {"mode": "semi_online", "round": -1, "start_version": state["version"],
                   "ref_version": self.ref_version(state["version"]), "start_step": state["step"],
-                  "consumed_rows": state["consumed_rows"]}, 1)
+                  "consumed_rows": state["consumed_rows"]})
         ray.get(store.finish.remote())
         stats = ray.get(store.stats.remote())
         self.run.log_metrics({"event": "stream_done", **{k: v for k, v in stats.items() if k != "syncs"}})

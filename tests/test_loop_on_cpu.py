@@ -68,7 +68,7 @@ def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base,
     from ipo_ray.run_dir import RunDir
 
     summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=2",
-                            "loop.ref_update_every=1", "train.strategy=fsdp")
+                            "loop.ref_update_every=1", "train.strategy=fsdp", "loop.epochs_per_round=2")
     run = tmp_path / "run"
     assert summary["final_version"] == 2
     published, _ = RunDir(run).load_policy(2)
@@ -94,10 +94,11 @@ def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base,
     assert [s["version"] for s in syncs] == [1, 2]
     assert all(s["reference_moved"] and s["bytes"] > 0 for s in syncs)
     steps = [m for m in metrics(run) if m["event"] == "step"]
-    # 8 rows / (2 workers x 2) = 2 steps per round; round 1 starts with reference = v1 = policy,
-    # so its first DPO loss is log 2 again.
-    assert len(steps) == 4 and summary["rows_trained"] == 16
-    assert abs(steps[2]["dpo_loss"] - 0.6931) < 2e-3
+    # 2 epochs of 8 rows / (2 workers x 2) = 4 steps per round (the epochs are one stream); round 1
+    # starts with reference = v1 = policy, so its first DPO loss is log 2 again.
+    assert len(steps) == 8 and summary["rows_trained"] == 32
+    assert [s["round"] for s in steps] == [0] * 4 + [1] * 4
+    assert abs(steps[4]["dpo_loss"] - 0.6931) < 2e-3
     assert (run / "policies" / "v000002" / "state.safetensors").is_file()
     # The run report draws its curves from what the loop wrote (no evaluation needed for these).
     from ipo_ray.report import throughput, write_report
