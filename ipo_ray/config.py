@@ -69,7 +69,17 @@ class PretrainConfig(_Strict):
     high_noise_fraction: float = Field(0.0, ge=0, le=1, description="share of timesteps drawn from the upper half")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables the EMA of weights")
     init_from: str | None = Field(None, description="continue from this base checkpoint instead of random init")
+    shape_pairs: int = Field(0, ge=0, description="contrast pairs per batch: one scene drawn as a square and as a "
+                             "circle, each under its own caption (teaches the shape word)")
+    shape_weight: float = Field(0.0, ge=0, description="extra loss weight on the pixels where a pair's two shapes differ")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _pairs_fit(self):
+        if 2 * self.shape_pairs > self.batch_size:
+            raise PydanticCustomError("pretrain", "pretrain.shape_pairs: {p} pairs need {n} clips but pretrain.batch_size "
+                                      "is {b}", {"p": self.shape_pairs, "n": 2 * self.shape_pairs, "b": self.batch_size})
+        return self
 
 
 def frames_for(protocol: str, num_frames: int | None = None) -> int:

@@ -229,14 +229,16 @@ class T2VPolicy:
         return noise
 
     def training_error(self, x0: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                       model: torch.nn.Module | None = None) -> torch.Tensor:
+                       model: torch.nn.Module | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample squared error ``err(model, x0, cond, t, noise)``: shape ``[B]``, the mean over
-        every non-batch dim, against the scheduler's target (epsilon or v)."""
+        every non-batch dim, against the scheduler's target (epsilon or v); ``weight`` (broadcastable to
+        the latents) scales each element's error first."""
         net = model if model is not None else self.transformer
         xt = self.scheduler.add_noise(x0, noise, t)
         pred = net(hidden_states=xt, encoder_hidden_states=cond, timestep=t, return_dict=False)[0]
         target = self.training_target(x0, noise, t)
-        return (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        err = (pred.float() - target.float()).pow(2)
+        return (err if weight is None else err * weight).flatten(1).mean(dim=1)
 
     def sample_noise_and_t(self, n: int, generator: torch.Generator | None = None):
         noise = torch.randn((n, *self.latent_shape()), generator=generator)

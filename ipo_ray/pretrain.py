@@ -34,7 +34,32 @@ def world_batch(rng: np.random.Generator, prompts: list[str], n: int, cfg: Confi
     for p in chosen:
         flaw = FLAWS[rng.integers(len(FLAWS))] if rng.random() < flawed_fraction else None
         videos.append(render(p, int(rng.integers(2**31)), m.frames, m.height, m.width, flaw=flaw))
-    return chosen, np.stack(videos)
+    return chosen, np.stack(videos) if videos else np.zeros((0, m.frames, m.height, m.width, 3), np.uint8)
+
+
+def swap_shape(prompt: str) -> str:
+    """The caption with its first object's shape word swapped (square <-> circle)."""
+    k, word = min((prompt.find(s), s) for s in ("square", "circle") if s in prompt)
+    return prompt[:k] + ("circle" if word == "square" else "square") + prompt[k + len(word):]
+
+
+def shape_pairs_batch(rng: np.random.Generator, prompts: list[str], pairs: int, cfg: Config):
+    """``pairs`` contrast pairs: one scene drawn with each shape, each under its own caption, and the mask of
+    pixels where the two differ (``[2 * pairs, F, H, W]``). Only prompts whose swapped caption is also a train
+    prompt are used, so no held-out combination is ever shown."""
+    m = cfg.model
+    allowed = set(prompts)
+    pairable = [p for p in prompts if swap_shape(p) in allowed]
+    chosen, videos, masks = [], [], []
+    for i in rng.integers(len(pairable), size=pairs):
+        p, seed = pairable[i], int(rng.integers(2**31))
+        a = render(p, seed, m.frames, m.height, m.width)
+        b = render(p, seed, m.frames, m.height, m.width, flaw="wrong_shape")
+        diff = (a != b).any(axis=-1)
+        chosen += [p, swap_shape(p)]
+        videos += [a, b]
+        masks += [diff, diff]
+    return chosen, np.stack(videos), np.stack(masks)
 
 
 def high_noise_timesteps(t: torch.Tensor, fraction: float, num_train_timesteps: int) -> torch.Tensor:
@@ -96,13 +121,19 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     bar = tqdm(range(pc.steps), desc="pretrain", mininterval=5)
     step = 0
     for step in bar:
-        prompts, videos = world_batch(rng, train_prompts, pc.batch_size, cfg, pc.flawed_fraction)
+        prompts, videos = world_batch(rng, train_prompts, pc.batch_size - 2 * pc.shape_pairs, cfg, pc.flawed_fraction)
+        weight = None
+        if pc.shape_pairs:
+            p2, v2, diff = shape_pairs_batch(rng, train_prompts, pc.shape_pairs, cfg)
+            prompts, videos = prompts + p2, np.concatenate([videos, v2])
+            mask = np.concatenate([np.zeros((len(videos) - len(v2), *diff.shape[1:]), bool), diff])
+            weight = 1.0 + pc.shape_weight * torch.from_numpy(mask).float()[:, :, None]  # [B, F, 1, H, W]
         prompts = ["" if rng.random() < pc.text_dropout else p for p in prompts]
         x0 = frames_to_unit(videos)
         cond = policy.encode_prompts_trainable(prompts)
         noise, t = policy.sample_noise_and_t(len(prompts))
         t = high_noise_timesteps(t, pc.high_noise_fraction, policy.scheduler.config.num_train_timesteps)
-        loss = policy.training_error(x0, cond, t, noise).mean()
+        loss = policy.training_error(x0, cond, t, noise, weight=weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -127,6 +158,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     info = {"steps": step + 1, "minutes": (time.time() - start) / 60.0, "final_loss": float(np.mean(losses[-100:])),
             "params": policy.num_parameters(), "flawed_fraction": pc.flawed_fraction, "seed": pc.seed,
             "batch_size": pc.batch_size, "lr": pc.lr, "ema_decay": pc.ema_decay, "high_noise_fraction": pc.high_noise_fraction,
+            "shape_pairs": pc.shape_pairs, "shape_weight": pc.shape_weight,
             "total_steps": step + 1 + prev.get("total_steps", prev.get("steps", 0)),
             "total_minutes": (time.time() - start) / 60.0 + prev.get("total_minutes", prev.get("minutes", 0.0)),
             "init_from": pc.init_from}

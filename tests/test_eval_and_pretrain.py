@@ -15,9 +15,10 @@ def test_pretrain_job_at_a_small_budget_then_eval(tmp_path):
 
     out = tmp_path / "base"
     assert main(["pretrain", "--config", str(ROOT / "configs" / "world-tiny.yaml"), "--out", str(out),
-                 *sum((["--set", o] for o in TINY + ["pretrain.steps=30", "pretrain.batch_size=4"]), [])]) == 0
+                 *sum((["--set", o] for o in TINY + ["pretrain.steps=30", "pretrain.batch_size=4",
+                                                         "pretrain.shape_pairs=1", "pretrain.shape_weight=5"]), [])]) == 0
     info = json.loads((out / "pretrain_info.json").read_text())
-    assert info["steps"] == 30 and info["flawed_fraction"] == 0.3
+    assert info["steps"] == 30 and info["flawed_fraction"] == 0.3 and info["shape_pairs"] == 1
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square moves from left to right\na blue circle grows\n")
     assert main(["eval", "--run-dir", str(out), "--version", "base", "--prompts", str(prompts), "--seeds", "3",
@@ -33,6 +34,23 @@ def test_pretrain_job_at_a_small_budget_then_eval(tmp_path):
     s = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert s["all"]["n"] == 6 and 0 <= s["all"]["acceptance"] <= 1
     assert {"temporal_flicker", "dynamic_degree", "motion_smoothness"} <= set(s)
+
+
+def test_shape_pairs_show_one_scene_with_each_shape_under_its_own_train_caption():
+    from ipo_ray.config import load_config
+    from ipo_ray.pretrain import shape_pairs_batch
+    from ipo_ray.world import judge_details, splits
+
+    train = splits()["train"]
+    prompts, videos, diff = shape_pairs_batch(np.random.default_rng(3), train, 12, load_config(ROOT / "configs" / "world-tiny.yaml"))
+    assert len(prompts) == 24 and videos.shape == (24, 8, 16, 16, 3) and diff.shape == (24, 8, 16, 16)
+    assert set(prompts) <= set(train)  # a swapped caption that is held out is never shown
+    for i in range(0, 24, 2):
+        a, b = prompts[i], prompts[i + 1]
+        assert a.replace("square", "#").replace("circle", "#") == b.replace("square", "#").replace("circle", "#") and a != b
+        assert (videos[i] != videos[i + 1]).any(axis=-1).tolist() == diff[i].tolist() and diff[i].any()
+        for v, p, other in ((videos[i], a, b), (videos[i + 1], b, a)):
+            assert judge_details(v, p)["score"] >= 0.95 and judge_details(v, other)["shape"] < 0.5
 
 
 def test_eval_prompt_files(tmp_path):
