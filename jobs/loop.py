@@ -229,8 +229,8 @@ class Loop:
             # exchange that cost more than the training itself on small rounds.
             # The epochs are one stream (each epoch its own block order): iterating the dataset once per epoch
             # restarts the read and the split each time, which cost the trainer ~13 s of waiting per epoch.
-            epochs = [ray.data.read_parquet(str(data)).randomize_block_order(seed=c.seed + r + 7919 * e)
-                      for e in range(c.loop.epochs_per_round)]
+            read = ray.data.read_parquet(str(data)).materialize()  # once, before the trainer starts
+            epochs = [read.randomize_block_order(seed=c.seed + r + 7919 * e) for e in range(c.loop.epochs_per_round)]
             rows = epochs[0].union(*epochs[1:]) if len(epochs) > 1 else epochs[0]
             n_rows = parquet_rows(data)
             if n_rows < c.train.num_workers * c.train.batch_size:
