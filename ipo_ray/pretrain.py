@@ -62,14 +62,15 @@ def shape_pairs_batch(rng: np.random.Generator, prompts: list[str], pairs: int, 
     return chosen, np.stack(videos), np.stack(masks)
 
 
-def high_noise_timesteps(t: torch.Tensor, fraction: float, num_train_timesteps: int) -> torch.Tensor:
+def high_noise_timesteps(t: torch.Tensor, fraction: float, num_train_timesteps: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
     """Redraw a ``fraction`` of the timesteps from the upper half of the schedule. What a clip shows
     (which way the object goes, its shape) is decided at high noise, where the prompt is the only
     information; uniform timesteps spend most of the budget on low-noise detail."""
     if fraction <= 0:
         return t
-    redraw = torch.rand(t.shape) < fraction
-    high = torch.randint(num_train_timesteps // 2, num_train_timesteps, t.shape)
+    redraw = torch.rand(t.shape, generator=generator) < fraction
+    high = torch.randint(num_train_timesteps // 2, num_train_timesteps, t.shape, generator=generator)
     return torch.where(redraw.to(t.device), high.to(t.device), t)
 
 

@@ -26,6 +26,7 @@ from .config import Config
 from .losses import ipo_dpo_objective, ipo_kto_objective, nll_loss, rwr_loss, rwr_weights
 from .parallel import full_model_state, is_sharded, load_optimizer_state, optimizer_state, wrap_model
 from .policy import T2VPolicy
+from .pretrain import high_noise_timesteps
 from .rows import decode_latents
 from .run_dir import RunDir, load_base_policy
 from .telemetry import actor_metrics
@@ -46,9 +47,7 @@ def _row_noise(row_ids, shape, step: int, seed: int, high_noise_fraction: float 
         g = torch.Generator().manual_seed((hash_id(rid) + 7919 * step + seed) % (2**63 - 1))
         ns.append(torch.randn(shape, generator=g))
         t = torch.randint(0, num_train_timesteps, (1,), generator=g)
-        if high_noise_fraction > 0 and torch.rand(1, generator=g).item() < high_noise_fraction:
-            t = torch.randint(num_train_timesteps // 2, num_train_timesteps, (1,), generator=g)
-        ts.append(t)
+        ts.append(high_noise_timesteps(t, high_noise_fraction, num_train_timesteps, generator=g))
     return torch.cat(ts), torch.stack(ns)
 
 
