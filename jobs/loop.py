@@ -79,13 +79,6 @@ def real_dataset(cfg: Config, n: int = 256):
     return ds
 
 
-def parquet_rows(path: Path) -> int:
-    """Rows in a directory of Parquet files, from their footers (reads no data)."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(path).glob("*.parquet")))
-
-
 def rows_per_group(cfg: Config) -> int:
     """The most training rows one prompt group makes: its DPO pairs, or one KTO/RWR/SFT row per video."""
     return cfg.algo.pairs_per_group if cfg.algo.name == "dpo" else cfg.sampling.num_per_prompt
@@ -224,15 +217,15 @@ class Loop:
                 self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
                 tmp.rename(data)
             t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
-            # Shuffled cheaply: blocks in a seeded random order here, rows through each trainer worker's
-            # local shuffle buffer (train.shuffle_buffer_rows). A full random_shuffle is an all-to-all
-            # exchange that cost more than the training itself on small rounds.
-            # The epochs are one stream (each epoch its own block order): iterating the dataset once per epoch
-            # restarts the read and the split each time, which cost the trainer ~13 s of waiting per epoch.
-            read = ray.data.read_parquet(str(data)).materialize()  # once, before the trainer starts
+            # Read once, before the trainer starts (the split then hands out block references), and the epochs
+            # chained into one stream, each with its own seeded block order; rows are shuffled further by each
+            # trainer worker's local buffer (train.shuffle_buffer_rows). A full random_shuffle (an all-to-all
+            # exchange) or one dataset pass per epoch cost more than the training on small rounds
+            # (docs/ARCHITECTURE.md, "Data path").
+            read = ray.data.read_parquet(str(data)).materialize()
             epochs = [read.randomize_block_order(seed=c.seed + r + 7919 * e) for e in range(c.loop.epochs_per_round)]
             rows = epochs[0].union(*epochs[1:]) if len(epochs) > 1 else epochs[0]
-            n_rows = parquet_rows(data)
+            n_rows = read.count()  # from the materialised blocks' metadata
             if n_rows < c.train.num_workers * c.train.batch_size:
                 raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
                                    "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")

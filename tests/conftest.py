@@ -4,6 +4,8 @@ Ray cluster per session, bound to 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,16 @@ def shutdown_within(ray, seconds: float) -> None:
         print(f"ray.shutdown() still blocked after {seconds:.0f}s: killing the session's Ray processes")
         node.kill_all_processes(check_alive=False, allow_graceful=False)
 
+
+class LoopFailed(RuntimeError):
+    pass
+
+
+def train_job(ray, *args: str, env: dict | None = None) -> None:
+    """``python jobs/train.py ARGS --no-eval`` (what ``ray job submit`` runs) as its own Ray driver, connected to
+    the session's cluster by ``RAY_ADDRESS``; raises ``LoopFailed`` with the job's output tail if it fails."""
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), *args, "--no-eval"], cwd=ROOT,
+                          env=os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address} | (env or {}),
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise LoopFailed(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

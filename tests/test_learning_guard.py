@@ -1,7 +1,7 @@
 """CI guard for learning: a short run of the Ray loop from the committed world base must move the judge.
 
 One prompt the base gets right about a quarter of the time ("a blue circle moves from left to right":
-11 of 48 held-out seeds), one round of best-of-64 SFT through the whole loop (generator actor, world
+12 of the 48 evaluation seeds), one round of best-of-64 SFT through the whole loop (generator actor, world
 critic, rows, Ray Train with 2 DDP workers, publish), then the published policy v1 and the base are
 judged on the same 48 fresh seeds. Measured in-process with the same pieces: 0.25 -> 0.71. A broken loss,
 row builder, optimizer step or publish leaves v1 at the base's rate (or breaks it), and this fails.
@@ -10,16 +10,13 @@ row builder, optimizer step or publish leaves v1 at the base's rate (or breaks i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from ipo_ray.world import ACCEPT, judge
 
-from .conftest import ROOT
+from .conftest import ROOT, train_job
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +39,7 @@ def test_one_round_of_the_loop_moves_the_judge(ray_local, tmp_path):
     sets = [f"prompts={prompts}", "loop.rounds=1", "loop.prompts_per_round=1", "sampling.num_per_prompt=64",
             "algo.name=sft", "train.lr=3e-4", "train.warmup_steps=10", "train.batch_size=4",
             "loop.epochs_per_round=24", "algo.lambda_real=0", f"run_dir={run_dir}"]
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(ROOT / "configs" / "world-tiny.yaml"),
-                           *[x for s in sets for x in ("--set", s)], "--no-eval"], cwd=ROOT,
-                          env=os.environ | {"RAY_ADDRESS": ray_local.get_runtime_context().gcs_address},
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_job(ray_local, "--config", str(ROOT / "configs" / "world-tiny.yaml"), *[x for s in sets for x in ("--set", s)])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_version"] == 1 and summary["rows_trained"] >= 200  # ~15 accepted rows x 24 epochs
 

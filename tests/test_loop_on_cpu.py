@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +21,7 @@ import torch
 from ipo_ray.rows import ROW_FIELDS
 from ipo_ray.trainer import FAULT_ENV
 
-from .conftest import ROOT, TINY, tiny_config
+from .conftest import ROOT, TINY, LoopFailed, tiny_config, train_job
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +31,6 @@ SMALL = ["prompts=world:train", "loop.prompts_per_round=8", "sampling.num_per_pr
          "algo.pairs_per_group=1"]
 
 
-class LoopFailed(RuntimeError):
-    pass
-
-
 def run_loop(ray, tmp_path, base, *overrides, resume=False, name="run", env=None):
     """``python jobs/train.py --no-eval`` against the session's cluster; returns its summary and config."""
     run_dir = tmp_path / name
@@ -44,11 +38,7 @@ def run_loop(ray, tmp_path, base, *overrides, resume=False, name="run", env=None
     cfg = tiny_config(*sets)
     args = ["--resume", str(run_dir)] if resume else \
         ["--config", str(ROOT / "configs" / "world-tiny.yaml"), *[x for v in sets for x in ("--set", v)]]
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), *args, "--no-eval"], cwd=ROOT,
-                          env=os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address} | (env or {}),
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise LoopFailed(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    train_job(ray, *args, env=env)
     return json.loads((run_dir / "summary.json").read_text()), cfg
 
 
