@@ -11,6 +11,10 @@ plus the rows expected from batches in flight, stay within ``window_rows`` (= ``
 sync windows of rows). A row made with version v is then consumed before the trainer publishes
 version v + max_staleness + 1. If nothing is in flight a batch is always admitted, so the gate can
 never deadlock the trainer. ``credit=False`` (rounds mode) admits everything.
+
+Rounds mode: the trainer lives for the whole run; the driver hands each round's rows to it here
+(``offer_round``: one Ray Data split per rank) once the round is generated and judged, and every rank
+waits for its part in ``take_round``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class WeightStore:
         self.waits = 0
         self.wait_seconds = 0.0
         self.finished = False
+        self.rounds: dict[int, tuple[list | None, str | None]] = {}
         self.metrics = actor_metrics("store")
 
     def _gauges(self) -> None:
@@ -123,6 +128,24 @@ class WeightStore:
             self.dropped_stale += int(dropped)
             self._gauges()
             self.cond.notify_all()
+
+    # ---- rounds: the driver hands each round's rows to the long-lived trainer
+    async def offer_round(self, r: int, parts: list | None, error: str | None = None) -> None:
+        """The rows of round ``r``, one dataset per trainer rank; or ``error``: the rollout failed, stop."""
+        async with self.cond:
+            self.rounds[int(r)] = (parts, error)
+            for old in [k for k in self.rounds if k < int(r) - 1]:  # the trainer is past them
+                del self.rounds[old]
+            self.cond.notify_all()
+
+    async def take_round(self, r: int, rank: int):
+        """Trainer rank ``rank``: block until round ``r`` is offered; its part of the rows."""
+        async with self.cond:
+            await self.cond.wait_for(lambda: int(r) in self.rounds)
+            parts, error = self.rounds[int(r)]
+        if error is not None:
+            raise RuntimeError(f"round {r}: the rollout failed, the trainer stops: {error}")
+        return parts[rank]
 
     async def finish(self) -> None:
         async with self.cond:

@@ -1,10 +1,12 @@
 """The Ray Train worker loop: preference loss + NLL regularisers, DDP or FSDP, weight publishing.
 
-``train_loop_per_worker`` runs on every ``TorchTrainer`` worker. It reads training rows from its
-dataset shard (a live Ray Data stream in semi-online mode, a round's Parquet in rounds mode), masks
-rows older than ``max_staleness`` versions (counted, never trained on), computes the configured
-objective on per-sample errors that share ``t`` and noise between chosen and rejected, and every
-``sync_every`` optimizer steps publishes a new ``policy_version`` (rank 0) and checkpoints.
+``train_loop_per_worker`` runs on every ``TorchTrainer`` worker, once for the whole run. It reads
+training rows from its dataset shard (semi-online: a live Ray Data stream; rounds: each round's
+materialised rows, split by the driver and handed over through the weight store once the round is
+judged, then replayed ``epochs_per_round`` times), masks rows older than ``max_staleness`` versions
+(counted, never trained on), computes the configured objective on per-sample errors that share ``t``
+and noise between chosen and rejected, and publishes a new ``policy_version`` (rank 0) and a checkpoint
+every ``sync_every`` optimizer steps (semi-online) or at the end of each round (rounds).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .telemetry import actor_metrics
 from .weight_sync import STORE_NAME, ObjectStoreTransport
 
 FAULT_ENV = "IPO_RAY_FAULT_AFTER_STEP"  # tests: raise after this many optimizer steps (resume drills)
+ROUND_END = object()  # in-band marker: the round's rows are all trained on, publish
 
 
 def _latents(col, shapes, dtypes) -> torch.Tensor:
@@ -153,6 +156,22 @@ def _real_iter(shard, batch_size: int):
             return
 
 
+def _round_batches(store, rank: int, cfg: Config, first: int, end: int, cur: dict, reseed):
+    """Rounds mode: each round's rows for this rank, ``epochs_per_round`` times over (a seeded block order per
+    epoch, then the local shuffle buffer), then ``ROUND_END``. Waits (idle) while the driver rolls the round out."""
+    tc = cfg.train
+    for r in range(first, end):
+        part = ray.get(store.take_round.remote(r, rank))
+        cur["round"] = r
+        reseed()
+        buffer = None if tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.batch_size)
+        for e in range(cfg.loop.epochs_per_round):
+            yield from part.randomize_block_order(seed=cfg.seed + r + 7919 * e).iter_batches(
+                batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1, local_shuffle_buffer_size=buffer,
+                local_shuffle_seed=None if buffer is None else tc.seed + rank + 7919 * (r * 1000 + e))
+        yield ROUND_END
+
+
 def train_loop_per_worker(config: dict) -> None:
     cfg = Config.model_validate(config["cfg"])
     run = RunDir(config["run_dir"])
@@ -191,7 +210,6 @@ def train_loop_per_worker(config: dict) -> None:
     store = transport.store if transport else None
     metrics_sink = actor_metrics("trainer")
 
-    shard = ray.train.get_dataset_shard("train")
     real_shard = ray.train.get_dataset_shard("real") if config.get("has_real") else None
     real_it = _real_iter(real_shard, tc.real_batch_size) if real_shard is not None and tc.real_batch_size > 0 else None
     max_stale = lc.max_staleness if semi else 10**9
@@ -205,6 +223,8 @@ def train_loop_per_worker(config: dict) -> None:
     acc_metrics: list[dict] = []
     stale_hist = np.zeros(max(lc.max_staleness, 0) + 3, np.int64)
 
+    cur = {"round": int(config["round"])}
+
     def publish(reason: str) -> None:
         nonlocal version, ref_version, window_rows, since_sync
         state = _gather_state(policy, model)
@@ -212,7 +232,7 @@ def train_loop_per_worker(config: dict) -> None:
         moved = lc.ref_update_every > 0 and version % lc.ref_update_every == 0
         info = {}
         if rank == 0:
-            meta = {"lora": policy.is_lora, "round": config["round"], "step": step, "reason": reason}
+            meta = {"lora": policy.is_lora, "round": cur["round"], "step": step, "reason": reason}
             run.publish(version, state, meta)
             info = transport.publish(version, state, meta)
             metrics_sink.count("syncs")
@@ -231,22 +251,29 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 torch.save({"optimizer": opt_state, "scheduler": sched.state_dict()}, Path(d) / "optimizer.pt")
                 (Path(d) / "state.json").write_text(json.dumps({
-                    "version": version, "ref_version": ref_version, "step": step, "round": config["round"],
+                    "version": version, "ref_version": ref_version, "step": step, "round": cur["round"],
                     "consumed_rows": consumed_total, "mode": config["mode"]}))
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report({"version": version, "step": step, **info}, checkpoint=ckpt)
         since_sync = 0
         if rank == 0:
             run.log_metrics({"event": "sync", "version": version, "ref_version": ref_version, "step": step,
-                             "round": config["round"], "reference_moved": moved, **info})
+                             "round": cur["round"], "reference_moved": moved, **info})
 
-    # Rounds: each worker shuffles rows through a local buffer (the loop already randomised the block order
-    # of each epoch and chained the epochs into one stream). Semi-online keeps arrival order: a buffer would
-    # hold rows back and age them.
-    buffer = None if semi or tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.batch_size)
-    for batch in shard.iter_batches(batch_size=tc.batch_size, batch_format="numpy", prefetch_batches=1,
-                                    local_shuffle_buffer_size=buffer,
-                                    local_shuffle_seed=None if buffer is None else tc.seed + rank + 7919 * version):
+    if semi:  # arrival order: a shuffle buffer would hold rows back and age them
+        batches = ray.train.get_dataset_shard("train").iter_batches(batch_size=tc.batch_size, batch_format="numpy",
+                                                                    prefetch_batches=1)
+    else:  # the same seeds as a fresh worker starting at this round's version (resume gives the same run)
+        batches = _round_batches(ray.get_actor(config["store_name"]), rank, cfg, int(config["round"]),
+                                 int(config["rounds_end"]), cur,
+                                 lambda: torch.manual_seed(tc.seed + 1000 * rank + version))
+    for batch in batches:
+        if batch is ROUND_END:
+            opt.zero_grad(set_to_none=True)  # a partial accumulation does not leak into the next round
+            micro = 0
+            publish("end_of_round")
+            t_mark = time.time()
+            continue
         now = time.time()
         wait_s += now - t_mark
         staleness = version - np.asarray(batch["policy_version"], np.int64)
@@ -280,7 +307,7 @@ def train_loop_per_worker(config: dict) -> None:
         busy_s += t_mark - now
         if rank == 0:
             rec = {k: float(np.mean([x[k] for x in acc_metrics if k in x])) for k in acc_metrics[-1]}
-            rec.update({"event": "step", "step": step, "version": version, "round": config["round"],
+            rec.update({"event": "step", "step": step, "version": version, "round": cur["round"],
                         "rows": int(counts[0]), "dropped_stale": int(counts[1]),
                         "staleness_mean": float(staleness.mean()), "lr": sched.get_last_lr()[0],
                         "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9), "time": time.time()})
@@ -308,10 +335,10 @@ def train_loop_per_worker(config: dict) -> None:
     stale_hist = hist.numpy().astype(np.int64)
     if rank == 0:
         ray.get(store.report_consumed.remote(consumed_total, {i: int(c) for i, c in enumerate(stale_hist) if c}, 0))
-    if since_sync > 0 or not semi:
-        publish("end_of_round" if not semi else "end_of_stream")
+    if semi and since_sync > 0:
+        publish("end_of_stream")
     if rank == 0:
-        run.log_metrics({"event": "trainer_done", "round": config["round"], "step": step, "version": version,
+        run.log_metrics({"event": "trainer_done", "round": cur["round"], "step": step, "version": version,
                          "consumed_rows": consumed_total, "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9),
                          "wait_seconds": wait_s, "busy_seconds": busy_s,
                          "staleness_hist": {str(i): int(c) for i, c in enumerate(stale_hist)}})

@@ -1,7 +1,8 @@
 """The IPO loop on Ray: generate → judge → make rows → train → sync, in rounds or semi-online.
 
     rounds:       for each round: rollout with the frozen policy → Parquet → train epochs → publish
-                  (the reference moves every ``ref_update_every`` publishes; IPO: every round)
+                  (the reference moves every ``ref_update_every`` publishes; IPO: every round); one
+                  trainer for all rounds, fed each round's rows by ``RoundFeeder``
     semi_online:  one stream: rollout → rows → trainer; rank 0 publishes every ``sync_every`` steps and
                   the weight store's credits keep rows within ``max_staleness`` versions
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -89,6 +91,56 @@ def prompts_per_batch(cfg: Config) -> int:
     return max(1, cfg.sampling.batch_size // cfg.sampling.num_per_prompt)
 
 
+class RoundFeeder(threading.Thread):
+    """Rounds mode, beside the long-lived trainer: round ``r`` is rolled out once the trainer has published
+    the version that ends round ``r - 1`` (so every round samples one frozen policy), then offered to it."""
+
+    def __init__(self, loop: "Loop", prompts: list[str], first: int, version: int, store):
+        super().__init__(name="ipo-ray-rounds", daemon=True)
+        self.loop, self.prompts, self.first, self.version, self.store = loop, prompts, first, version, store
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.info: dict[int, dict] = {}
+
+    def wait_version(self, v: int) -> bool:
+        while not self.stop.is_set():
+            if ray.get(self.store.get_version.remote()) >= v:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def round_done(self, r: int) -> None:
+        """Round ``r`` is trained and published: its metrics line, log line and wandb round."""
+        info = self.info.pop(r)
+        version = self.version + (r - self.first) + 1
+        seconds = time.time() - info["t0"]
+        syncs = [x for x in ray.get(self.store.stats.remote())["syncs"] if x["version"] == version]
+        self.loop.run.log_metrics({"event": "round", "round": r, "rows": info["rows"], "version": version,
+                                   **({"generate_seconds": info["t_gen"]} if info["t_gen"] is not None else {}),
+                                   "seconds": seconds, "syncs": syncs})
+        self.loop.log(f"round {r}: {info['rows']} rows, policy v{version}, {seconds:.0f}s")
+        self.loop.wandb.round_end(r)
+
+    def run(self) -> None:
+        r = self.first
+        try:
+            for r in range(self.first, self.loop.cfg.loop.rounds):
+                if r > self.first:
+                    if not self.wait_version(self.version + (r - self.first)):
+                        return
+                    self.round_done(r - 1)
+                t0 = time.time()
+                parts, n_rows, t_gen = self.loop.prepare_round(self.prompts, r, self.version + (r - self.first))
+                self.info[r] = {"t0": t0, "rows": n_rows, "t_gen": t_gen}
+                ray.get(self.store.offer_round.remote(r, parts))
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, and the trainer told to stop
+            self.error = e
+            try:
+                ray.get(self.store.offer_round.remote(r, None, f"{type(e).__name__}: {e}"))
+            except Exception:  # noqa: BLE001
+                pass
+
+
 class Loop:
     def __init__(self, cfg: Config, run_dir: str | None = None, resume: bool = False, log=print):
         # Ray Train workers do not run in the driver's working directory: make local paths absolute.
@@ -158,9 +210,11 @@ class Loop:
             ctx.target_max_block_size = saved
 
     def fit(self, name: str, train_ds, config: dict) -> None:
+        """One TorchTrainer run. ``train_ds``: the semi-online stream; ``None`` in rounds mode, where the rounds'
+        rows reach the workers through the weight store (``RoundFeeder``)."""
         c = self.cfg
         real = real_dataset(c)
-        datasets = {"train": train_ds} | ({"real": real} if real is not None else {})
+        datasets = ({"train": train_ds} if train_ds is not None else {}) | ({"real": real} if real is not None else {})
         ckpt = self.latest_checkpoint()
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -172,7 +226,7 @@ class Loop:
             scaling_config=ScalingConfig(num_workers=c.train.num_workers, use_gpu=c.train.use_gpu,
                                          resources_per_worker={"CPU": c.train.cpus_per_worker}
                                          | ({"GPU": 1} if c.train.use_gpu else {})),
-            datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"]),
+            datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"] if train_ds is not None else []),
             # A fresh name per attempt: a resumed run starts its own Ray Train run from our checkpoint.
             run_config=RunConfig(storage_path=str(self.run.path / "ray_train"), name=f"{name}-{int(time.time())}"))
         trainer.fit()
@@ -205,42 +259,51 @@ class Loop:
 
     # ------------------------------------------------------------------ modes
     def run_rounds(self, prompts: list[str], state: dict) -> None:
+        """One trainer for all rounds (model loaded and worker group started once); a feeder thread rolls each
+        round out with the frozen policy once the previous round is published, and hands its rows over."""
         c = self.cfg
-        for r in range(state["round"] + 1, c.loop.rounds):
-            t0 = time.time()
-            data = self.run.path / "data" / f"round_{r:03d}"
-            generated = not data.is_dir()
-            if generated:  # a half-written round (tmp dir) is regenerated from scratch
-                tmp = data.with_name(data.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.make_store(state["version"], credit=False)
-                self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
-                tmp.rename(data)
-            t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
-            # Read once, before the trainer starts (the split then hands out block references), and the epochs
-            # chained into one stream, each with its own seeded block order; rows are shuffled further by each
-            # trainer worker's local buffer (train.shuffle_buffer_rows). A full random_shuffle (an all-to-all
-            # exchange) or one dataset pass per epoch cost more than the training on small rounds
-            # (docs/ARCHITECTURE.md, "Data path").
-            read = ray.data.read_parquet(str(data)).materialize()
-            epochs = [read.randomize_block_order(seed=c.seed + r + 7919 * e) for e in range(c.loop.epochs_per_round)]
-            rows = epochs[0].union(*epochs[1:]) if len(epochs) > 1 else epochs[0]
-            n_rows = read.count()  # from the materialised blocks' metadata
-            if n_rows < c.train.num_workers * c.train.batch_size:
-                raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
-                                   "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")
-            store = self.make_store(state["version"], credit=False)
-            ref_version = self.ref_version(state["version"])
-            self.fit(f"round_{r:03d}", rows, {"mode": "rounds", "round": r, "start_version": state["version"],
-                                               "ref_version": ref_version, "start_step": state["step"],
-                                               "consumed_rows": state["consumed_rows"]})
-            state = self.checkpoint_state()
-            stats = ray.get(store.stats.remote())
-            self.run.log_metrics({"event": "round", "round": r, "rows": n_rows, "version": state["version"],
-                                  **({"generate_seconds": t_gen} if t_gen is not None else {}),
-                                  "seconds": time.time() - t0, "syncs": stats["syncs"]})
-            self.log(f"round {r}: {n_rows} rows, policy v{state['version']}, {time.time() - t0:.0f}s")
-            self.wandb.round_end(r)
+        first = state["round"] + 1
+        if first >= c.loop.rounds:
+            return
+        store = self.make_store(state["version"], credit=False)
+        feeder = RoundFeeder(self, prompts, first, state["version"], store)
+        feeder.start()
+        try:
+            self.fit("rounds", None, {"mode": "rounds", "round": first, "rounds_end": c.loop.rounds,
+                                      "start_version": state["version"], "ref_version": self.ref_version(state["version"]),
+                                      "start_step": state["step"], "consumed_rows": state["consumed_rows"]})
+        except BaseException as e:
+            feeder.stop.set()
+            feeder.join()
+            if feeder.error is not None:  # the rollout failed first: that is the error to show
+                raise feeder.error from e
+            raise
+        feeder.join()
+        if feeder.error is not None:
+            raise feeder.error
+        feeder.round_done(c.loop.rounds - 1)
+
+    def prepare_round(self, prompts: list[str], r: int, version: int):
+        """Roll round ``r`` out (unless its Parquet is already there) and split its rows over the trainer ranks."""
+        c = self.cfg
+        t0 = time.time()
+        data = self.run.path / "data" / f"round_{r:03d}"
+        generated = not data.is_dir()
+        if generated:  # a half-written round (tmp dir) is regenerated from scratch
+            tmp = data.with_name(data.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
+            tmp.rename(data)
+        t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
+        # Read once into the object store; each rank gets an equal part and replays it epochs_per_round
+        # times (a seeded block order per epoch, then its local shuffle buffer). A full random_shuffle (an
+        # all-to-all exchange) cost more than the training on small rounds (docs/ARCHITECTURE.md, "Data path").
+        read = ray.data.read_parquet(str(data)).materialize()
+        n_rows = read.count()  # from the materialised blocks' metadata
+        if n_rows < c.train.num_workers * c.train.batch_size:
+            raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
+                               "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")
+        return read.split(c.train.num_workers, equal=True), n_rows, t_gen
 
     def ref_version(self, version: int) -> int:
         k = self.cfg.loop.ref_update_every
