@@ -63,7 +63,8 @@ class CriticActor:
             frames = np.frombuffer(batch["frames"][i], np.uint8).reshape(list(batch["frame_shape"][i]))
             samples.append({k: batch[k][i] for k in ("sample_id", "group_id", "prompt", "round", "seed",
                                                       "policy_version", "latents", "latent_shape", "latent_dtype")}
-                           | {"frames": frames})
+                           | {"frames": frames, "generate_seconds": float(batch["generate_seconds"][i])
+                              if "generate_seconds" in batch else float("nan")})
         groups = judge_samples(self.critic, samples, self.cfg.sampling.num_per_prompt)
         self._write_samples(samples)
         dt = time.time() - t0
@@ -99,7 +100,8 @@ class CriticActor:
                 s["frames_path"], s["video_path"] = save_sample(s["frames"], vdir / s["sample_id"])
             table = pa.table({k: [s[k] for s in part] for k in (
                 "sample_id", "group_id", "prompt", "round", "seed", "policy_version", "score", "label", "critic_text",
-                "valid", "pair_role", "frames_path", "video_path")} | {"critic": [self.critic.name] * len(part)})
+                "valid", "pair_role", "frames_path", "video_path", "generate_seconds")}
+                             | {"critic": [self.critic.name] * len(part)})
             out = self.run_dir / "samples" / f"round_{r:03d}"
             out.mkdir(parents=True, exist_ok=True)
             # Named by its samples: a retried or resumed batch overwrites its record instead of adding a copy;

@@ -95,6 +95,7 @@ class GeneratorActor:
                 out["frames"].append(np.ascontiguousarray(fr).tobytes())
                 out["frame_shape"].append(list(fr.shape))
         dt = time.time() - t0
+        out["generate_seconds"] = [dt / max(1, len(jobs))] * len(jobs)  # each video's share of its batch
         self.metrics.count("videos_generated", len(jobs))
         self.metrics.observe("generate_seconds", dt)
         self.metrics.gauge("videos_per_second", len(jobs) / max(dt, 1e-9))
