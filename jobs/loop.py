@@ -293,6 +293,9 @@ class Loop:
             tmp = data.with_name(data.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
+            if not any(tmp.glob("*.parquet")):  # no rows at all: Ray Data wrote nothing
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.too_few_rows(r, 0)
             tmp.rename(data)
         t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
         # Read once into the object store; each rank gets an equal part and replays it epochs_per_round
@@ -301,9 +304,12 @@ class Loop:
         read = ray.data.read_parquet(str(data)).materialize()
         n_rows = read.count()  # from the materialised blocks' metadata
         if n_rows < c.train.num_workers * c.train.batch_size:
-            raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
-                               "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")
+            self.too_few_rows(r, n_rows)
         return read.split(c.train.num_workers, equal=True), n_rows, t_gen
+
+    def too_few_rows(self, r: int, n_rows: int) -> None:
+        raise RuntimeError(f"round {r}: only {n_rows} training rows (need a batch per worker); "
+                           "raise loop.prompts_per_round or sampling.num_per_prompt, or lower algo.min_score_gap")
 
     def ref_version(self, version: int) -> int:
         k = self.cfg.loop.ref_update_every

@@ -75,4 +75,8 @@ def train_job(ray, *args: str, env: dict | None = None) -> None:
                           env=os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address} | (env or {}),
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise LoopFailed(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        # The tail, plus every line naming an error: on a busy machine Ray's own log lines can push the job's
+        # error out of the tail.
+        errors = list(dict.fromkeys(x.strip() for x in (proc.stdout + proc.stderr).splitlines() if "Error" in x))
+        raise LoopFailed(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}\n"
+                         "--- lines naming an error ---\n" + "\n".join(errors[:40]))

@@ -156,3 +156,39 @@ def test_semi_online_dpo_resume_after_a_crash(ray_local, tiny_base, tmp_path):
     groups = {i.split("|")[0].rsplit("-s", 1)[0] for i in ids}
     assert len(groups) == 16 and len(ids) + summary["rows_dropped_stale"] >= 16
     assert summary["final_version"] == max(r["trained_at_version"] for r in consumed) + 1
+
+
+def test_rounds_kto_resume_after_a_crash_retrains_the_round_from_its_rows(ray_local, tiny_base, tmp_path):
+    """Rounds mode runs one trainer for all rounds. A crash in round 1 resumes from the checkpoint that ended
+    round 0: round 1's rows are already on disk and are not rolled out again, and the accounting is that of an
+    uninterrupted run (each optimizer step and row counted once)."""
+    over = ["loop.mode=rounds", "algo.name=kto", "loop.rounds=2"]
+    # 8 prompts x 4 videos = 32 KTO rows per round, 4 rows per step (2 ranks x 2): 8 steps per round.
+    with pytest.raises(LoopFailed, match="fault injected after step 11"):
+        run_loop(ray_local, tmp_path, tiny_base, *over, env={FAULT_ENV: "11"})
+    run = tmp_path / "run"
+    assert (run / "policies" / "v000001").is_dir() and not (run / "policies" / "v000002").exists()
+    samples1 = sorted((run / "samples" / "round_001").glob("*.parquet"))
+    stamp = {f.name: f.stat().st_mtime_ns for f in samples1}
+    assert sum(pq.read_metadata(f).num_rows for f in samples1) == 32
+
+    summary, _ = run_loop(ray_local, tmp_path, tiny_base, *over, resume=True)
+    assert summary["final_version"] == 2
+    assert summary["optimizer_steps"] == 16 and summary["rows_trained"] == 64
+    assert {f.name: f.stat().st_mtime_ns for f in sorted((run / "samples" / "round_001").glob("*.parquet"))} == stamp
+    rows1 = read_dir(run / "data" / "round_001")
+    assert len(rows1) == 32 and {r["policy_version"] for r in rows1} == {1}
+    recs = metrics(run)
+    rounds = [m for m in recs if m["event"] == "round"]
+    assert [r["round"] for r in rounds] == [0, 1] and [r["version"] for r in rounds] == [1, 2]
+    assert "generate_seconds" not in rounds[1]  # rolled out before the crash
+    steps = {m["step"]: m for m in recs if m["event"] == "step"}  # the last attempt's record of each step
+    assert sorted(steps) == list(range(1, 17)) and {steps[s]["round"] for s in range(9, 17)} == {1}
+
+
+def test_rounds_rollout_error_stops_the_trainer_with_that_error(ray_local, tiny_base, tmp_path):
+    """A round that makes too few rows fails the job with the rollout's message (the waiting trainer is told
+    to stop; nothing hangs)."""
+    with pytest.raises(LoopFailed, match="round 0: only 0 training rows"):
+        run_loop(ray_local, tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=1",
+                 "algo.min_score_gap=1.0")
