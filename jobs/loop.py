@@ -130,7 +130,7 @@ class RoundFeeder(threading.Thread):
                         return
                     self.round_done(r - 1)
                 t0 = time.time()
-                parts, n_rows, t_gen = self.loop.prepare_round(self.prompts, r, self.version + (r - self.first))
+                parts, n_rows, t_gen = self.loop.prepare_round(self.prompts, r)
                 self.info[r] = {"t0": t0, "rows": n_rows, "t_gen": t_gen}
                 ray.get(self.store.offer_round.remote(r, parts))
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, and the trainer told to stop
@@ -283,7 +283,7 @@ class Loop:
             raise feeder.error
         feeder.round_done(c.loop.rounds - 1)
 
-    def prepare_round(self, prompts: list[str], r: int, version: int):
+    def prepare_round(self, prompts: list[str], r: int):
         """Roll round ``r`` out (unless its Parquet is already there) and split its rows over the trainer ranks."""
         c = self.cfg
         t0 = time.time()
