@@ -37,6 +37,7 @@ COMMON = ["loop.rounds=3", "loop.prompts_per_round=7", "sampling.num_per_prompt=
 ROWS: dict[str, tuple[str, list[str], bool]] = {
     "sft": ("baseline: best-of-N SFT", ["algo.name=sft"], True),
     "dpo": ("1: DPO (+0.2 NLL chosen, +0.1 NLL real)", ["algo.name=dpo"], False),
+    "dpo-ep2": ("1: DPO, 2 epochs a round instead of 16", ["algo.name=dpo", "loop.epochs_per_round=2"], False),
     "kto": ("1: KTO (+0.1 NLL real)", ["algo.name=kto"], False),
     "rwr": ("1: RWR (exp weights)", ["algo.name=rwr"], False),
     "dpo-offline": ("2: DPO, one round, same 168 videos", ["algo.name=dpo", "loop.rounds=1",
