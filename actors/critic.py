@@ -63,8 +63,7 @@ class CriticActor:
             frames = np.frombuffer(batch["frames"][i], np.uint8).reshape(list(batch["frame_shape"][i]))
             samples.append({k: batch[k][i] for k in ("sample_id", "group_id", "prompt", "round", "seed",
                                                       "policy_version", "latents", "latent_shape", "latent_dtype")}
-                           | {"frames": frames, "generate_seconds": float(batch["generate_seconds"][i])
-                              if "generate_seconds" in batch else float("nan")})
+                           | {"frames": frames, "generate_seconds": float(batch["generate_seconds"][i])})
         groups = judge_samples(self.critic, samples, self.cfg.sampling.num_per_prompt)
         self._write_samples(samples)
         dt = time.time() - t0
