@@ -68,7 +68,8 @@ class CriticActor:
         self._write_samples(samples)
         dt = time.time() - t0
         rows, counts = to_training_rows(samples, self.cfg.algo.name, self.cfg.algo.min_score_gap, self.critic.name,
-                                        self.cfg.algo.pairs_per_group, self.cfg.algo.desirable_threshold)
+                                        self.cfg.algo.pairs_per_group, self.cfg.algo.desirable_threshold,
+                                        self.cfg.algo.sft_per_group)
         if self.skip:  # resume: rows already trained before the restart are not trained again
             kept = [r for r in rows if r["row_id"] not in self.skip]
             counts["rows_skipped_resume"] += len(rows) - len(kept)

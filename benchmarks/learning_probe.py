@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                     "latents": la.tobytes(), "latent_shape": list(la.shape)} for p, sd, sc, la in got]
         gen_s = time.time() - t0
         rows, counts = to_training_rows(samples, a.name, a.min_score_gap, "world", a.pairs_per_group,
-                                        a.desirable_threshold)
+                                        a.desirable_threshold, a.sft_per_group)
         losses = []
         model.train()
         for ep in range(lc.epochs_per_round):

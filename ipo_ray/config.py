@@ -137,6 +137,8 @@ class AlgoConfig(_Strict):
     min_score_gap: float = Field(0.3, ge=0, le=1)
     pairs_per_group: int = Field(1, ge=1, description="DPO: disjoint best/worst pairs per group (1 = IPO's one pair)")
     desirable_threshold: float = Field(0.8, ge=0, le=1)
+    sft_per_group: int = Field(0, ge=0, description="best-of-N SFT: train on at most this many accepted samples "
+                               "of each group, the best first (0 = every accepted sample)")
     lambda_desirable: float = Field(1.0, gt=0)
     lambda_undesirable: float = Field(1.0, gt=0)
     rwr_shaping: Literal["linear", "exp", "best_of_n"] = "exp"

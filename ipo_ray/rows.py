@@ -9,6 +9,8 @@ One schema for every algorithm, so Ray Data blocks and Parquet files are uniform
 - ``kind="point"`` (KTO / RWR / best-of-N SFT): one row per sample with ``desirable``
   (Good or Normal) and ``reward`` (the score). Best-of-N SFT keeps only the samples it trains on
   (score >= ``sft_threshold``): a row of weight zero would cost a forward and backward for nothing.
+  ``sft_per_group = n > 0`` keeps only the n best of them per group (best-of-N in the strict sense: every
+  prompt weighs the same, however often the policy already gets it right).
 
 Every row keeps its provenance: sample ids, prompt, seeds, ``policy_version``, ``round``, the
 critic's name, label and text. Latents travel as raw bytes with dtype and shape.
@@ -53,7 +55,8 @@ def _pair(hi: dict, lo: dict, critic: str) -> dict:
 
 
 def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, critic: str = "world",
-               pairs_per_group: int = 1, sft_threshold: float = 0.8) -> tuple[list[dict], Counter]:
+               pairs_per_group: int = 1, sft_threshold: float = 0.8,
+               sft_per_group: int = 0) -> tuple[list[dict], Counter]:
     """Rows from one group (all samples share prompt, round, and group_id). Invalid (unparsable)
     judgements are left out. Returns ``(rows, counts)`` where counts say what was dropped and why.
 
@@ -85,8 +88,12 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
         counts["rows"] += len(rows)
         return rows, counts
     if algo == "sft":
-        rows = [_point(s, critic) for s in valid if s["score"] >= sft_threshold]
-        counts["sft_below_threshold"] += len(valid) - len(rows)
+        good = sorted((s for s in valid if s["score"] >= sft_threshold), key=lambda s: (-s["score"], int(s["seed"])))
+        counts["sft_below_threshold"] += len(valid) - len(good)
+        if sft_per_group > 0:
+            counts["sft_over_group_cap"] += max(0, len(good) - sft_per_group)
+            good = good[:sft_per_group]
+        rows = [_point(s, critic) for s in good]
         counts["rows"] += len(rows)
         return rows, counts
     if algo in ("kto", "rwr"):
@@ -98,14 +105,14 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
 
 def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
                      critic: str = "world", pairs_per_group: int = 1,
-                     sft_threshold: float = 0.8) -> tuple[list[dict], Counter]:
+                     sft_threshold: float = 0.8, sft_per_group: int = 0) -> tuple[list[dict], Counter]:
     """Group samples by ``group_id`` (order kept) and make rows for each group."""
     groups: dict[str, list[dict]] = {}
     for s in samples:
         groups.setdefault(s["group_id"], []).append(s)
     rows, counts = [], Counter()
     for g in groups.values():
-        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group, sft_threshold)
+        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group, sft_threshold, sft_per_group)
         rows += r
         counts += c
     counts["groups"] += len(groups)

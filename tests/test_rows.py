@@ -37,6 +37,10 @@ def test_best_of_n_sft_keeps_only_the_samples_it_trains_on():
     rows, counts = to_training_rows(_group(scores), "sft", sft_threshold=0.8)
     assert sorted(r["score"] for r in rows) == [0.8, 0.85] and all(r["kind"] == "point" for r in rows)
     assert counts["rows"] == 2 and counts["sft_below_threshold"] == 3
+    # Strict best-of-N: at most n accepted samples a group, the best first (ties: the lower seed).
+    rows, counts = to_training_rows(_group([0.9, 0.95, 0.1, 0.95, 0.85]), "sft", sft_threshold=0.8, sft_per_group=2)
+    assert [(r["score"], r["seed"]) for r in rows] == [(0.95, 1), (0.95, 3)]
+    assert counts["sft_over_group_cap"] == 2 and counts["sft_below_threshold"] == 1
     # RWR and KTO weight every sample, so they keep every sample.
     for algo in ("rwr", "kto"):
         rows, counts = to_training_rows(_group(scores), algo)
