@@ -47,6 +47,26 @@ ROWS: dict[str, tuple[str, list[str], bool]] = {
     "rwr-flow": ("5: RWR on the optical-flow metric reward", ["algo.name=rwr", "critic.backend=flow"], False),
     "dpo-semi": ("6: DPO semi-online (sync every 4 steps)", ["algo.name=dpo", "loop.mode=semi_online",
                                                             "loop.sync_every=4"], False),
+    # Session 8: the DPO temperature. z = -beta * (...) on per-sample mean errors; Diffusion-DPO uses
+    # 2500-5000 with a factor 1/2 (= 1250-2500 here); a larger beta saturates the loss after a smaller
+    # displacement of the errors, which is what over-fitting the pairs does (notes below the table).
+    "dpo-b5000-ep2": ("1: DPO, beta 5000 (default 500), 2 epochs a round", ["algo.name=dpo", "algo.beta=5000",
+                                                                          "loop.epochs_per_round=2"], False),
+    "dpo-b5000": ("1: DPO, beta 5000 (default 500)", ["algo.name=dpo", "algo.beta=5000"], True),
+    # Every circle prompt every round (3 x 21 x 8 = 504 videos: three times the shared budget).
+    "sft-all": ("baseline, 3x the videos: SFT on all 21 prompts a round, 8 epochs",
+                ["algo.name=sft", "loop.prompts_per_round=21", "loop.epochs_per_round=8"], True),
+    "dpo-all-b5000": ("1, 3x the videos: DPO beta 5000, all 21 prompts a round, 2 epochs",
+                      ["algo.name=dpo", "algo.beta=5000", "loop.prompts_per_round=21", "loop.epochs_per_round=2"], True),
+    # Strict best-of-N: at most 2 accepted samples per group, so the prompts the policy always gets right
+    # (8 rows each under sft-all) do not outweigh the ones it rarely gets right (notes below the table).
+    "sft-cap2": ("baseline, 3x the videos: SFT on the 2 best accepted samples of each group, all 21 prompts a round",
+                 ["algo.name=sft", "algo.sft_per_group=2", "loop.prompts_per_round=21"], True),
+    "sft-cap2-lr1e-4": ("as sft-cap2, lr 1e-4 instead of 2e-4",
+                        ["algo.name=sft", "algo.sft_per_group=2", "loop.prompts_per_round=21", "train.lr=1e-4"], True),
+    "kto-b5000": ("1: KTO, beta 5000 (default 500)", ["algo.name=kto", "algo.beta=5000"], False),
+    "sft-cap1": ("baseline, 3x the videos: strict best-of-8 SFT (the best accepted sample of each group)",
+                 ["algo.name=sft", "algo.sft_per_group=1", "loop.prompts_per_round=21"], True),
 }
 TRAIN_SEEDS, HELDOUT_SEEDS, SEED_OFFSET = 13, 86, 20_000
 
