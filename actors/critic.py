@@ -22,7 +22,7 @@ import torch
 
 from ipo_ray.config import Config
 from ipo_ray.critic import make_critic
-from ipo_ray.rows import rows_table, to_training_rows
+from ipo_ray.rows import rows_for, rows_table
 from ipo_ray.telemetry import actor_metrics
 from ipo_ray.world import ACCEPT
 
@@ -67,9 +67,7 @@ class CriticActor:
         groups = judge_samples(self.critic, samples, self.cfg.sampling.num_per_prompt)
         self._write_samples(samples)
         dt = time.time() - t0
-        rows, counts = to_training_rows(samples, self.cfg.algo.name, self.cfg.algo.min_score_gap, self.critic.name,
-                                        self.cfg.algo.pairs_per_group, self.cfg.algo.desirable_threshold,
-                                        self.cfg.algo.sft_per_group)
+        rows, counts = rows_for(samples, self.cfg.algo, self.critic.name)
         if self.skip:  # resume: rows already trained before the restart are not trained again
             kept = [r for r in rows if r["row_id"] not in self.skip]
             counts["rows_skipped_resume"] += len(rows) - len(kept)

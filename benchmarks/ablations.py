@@ -138,9 +138,7 @@ def run_row(name: str) -> None:
     loop_s = time.time() - t0
     run = RunDir(run_dir)
     versions = run.versions()
-    if cfg.loop.mode == "rounds" and not every_round:
-        versions = versions[-1:]
-    elif cfg.loop.mode != "rounds":
+    if not (every_round and cfg.loop.mode == "rounds"):  # semi-online publishes many versions: judge the last
         versions = versions[-1:]
     evals = [base]
     for v in versions:

@@ -1,7 +1,7 @@
 """In-process learning probe: the loop's math without Ray, to search settings fast.
 
 Same pieces as the Ray loop (``T2VPolicy``, ``seeds_for``, the world critic's labels,
-``to_training_rows``, the trainer's ``PreferenceStep``), run in one process: sample K videos per
+``rows_for``, the trainer's ``PreferenceStep``), run in one process: sample K videos per
 prompt with the current policy, judge, make rows, train E epochs, move the reference, evaluate on
 fixed prompts and seeds. What this finds must then be confirmed with the Ray loop
 (``benchmarks/learning.py``), which is what the results table reports.
@@ -29,7 +29,7 @@ from ipo_ray.config import load_config  # noqa: E402
 from ipo_ray.evaluate import evaluate_policy  # noqa: E402
 from ipo_ray.critic.base import label_for  # noqa: E402
 from ipo_ray.policy import seeds_for  # noqa: E402
-from ipo_ray.rows import columns, to_training_rows  # noqa: E402
+from ipo_ray.rows import columns, rows_for  # noqa: E402
 from ipo_ray.run_dir import load_base_policy  # noqa: E402
 from ipo_ray.trainer import PreferenceStep  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, render, splits  # noqa: E402
@@ -135,8 +135,7 @@ def main(argv=None) -> int:
                     "policy_version": r, "seed": sd, "score": sc, "label": label_for(sc), "critic_text": "",
                     "latents": la.tobytes(), "latent_shape": list(la.shape)} for p, sd, sc, la in got]
         gen_s = time.time() - t0
-        rows, counts = to_training_rows(samples, a.name, a.min_score_gap, "world", a.pairs_per_group,
-                                        a.desirable_threshold, a.sft_per_group)
+        rows, counts = rows_for(samples, a, "world")
         losses = []
         model.train()
         for ep in range(lc.epochs_per_round):

@@ -119,6 +119,12 @@ def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
     return rows, counts
 
 
+def rows_for(samples: list[dict], algo, critic: str = "world") -> tuple[list[dict], Counter]:
+    """``to_training_rows`` with the row settings of an ``AlgoConfig`` (the one place that maps its fields)."""
+    return to_training_rows(samples, algo.name, algo.min_score_gap, critic, algo.pairs_per_group,
+                            algo.desirable_threshold, algo.sft_per_group)
+
+
 def columns(rows: list[dict]) -> dict[str, list]:
     """Row dicts -> a column dict (a Ray Data / Arrow batch)."""
     return {k: [r[k] for r in rows] for k in ROW_FIELDS}
