@@ -31,7 +31,7 @@ from ipo_ray.critic.base import label_for  # noqa: E402
 from ipo_ray.policy import seeds_for  # noqa: E402
 from ipo_ray.rows import columns, rows_for  # noqa: E402
 from ipo_ray.run_dir import load_base_policy  # noqa: E402
-from ipo_ray.trainer import PreferenceStep  # noqa: E402
+from ipo_ray.objective import PreferenceStep  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, render, splits  # noqa: E402
 from jobs.report import _base_eval_cache  # noqa: E402
 

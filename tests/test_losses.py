@@ -132,7 +132,7 @@ def test_dpo_step_on_a_real_model_prefers_chosen():
 
 
 def test_row_noise_is_shared_by_row_and_high_noise_fraction_moves_t_up():
-    from ipo_ray.trainer import _row_noise
+    from ipo_ray.objective import _row_noise
 
     ids = [f"r000-p{i:05d}-s{i}|r000-p{i:05d}-s{i + 1}" for i in range(400)]
     t0, n0 = _row_noise(ids, (2, 3, 4, 4), step=3, seed=0)
