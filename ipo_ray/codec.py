@@ -43,16 +43,20 @@ class VAECodec:
 
     kind = "vae"
 
-    def __init__(self, vae):
+    def __init__(self, vae, tiling: bool = True):
         self.vae = vae.eval().requires_grad_(False)
+        if tiling:  # CogVideoXPipeline users call this too: bounded memory at 480x720, same latents' scale
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
         self.scale = float(vae.config.scaling_factor)
         self.latent_channels = int(vae.config.latent_channels)
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype=torch.float32):
+    def from_pretrained(cls, path: str, dtype=torch.float32, tiling: bool = True):
         from diffusers import AutoencoderKLCogVideoX
 
-        return cls(AutoencoderKLCogVideoX.from_pretrained(path, subfolder="vae", torch_dtype=dtype))
+        return cls(AutoencoderKLCogVideoX.from_pretrained(path, subfolder="vae", torch_dtype=dtype), tiling)
 
     @torch.no_grad()
     def encode(self, frames) -> torch.Tensor:

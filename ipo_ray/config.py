@@ -49,6 +49,9 @@ class ModelConfig(_Strict):
     finetune: Literal["lora", "full"] = "full"
     lora: LoraConfig = LoraConfig()
     dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = Field(False, description="recompute the transformer blocks in backward: "
+                                         "trades compute for activation memory (real-size models)")
+    vae_tiling: bool = Field(True, description="encode/decode the VAE in spatial tiles (bounded memory at 480x720)")
 
 
 class SamplingConfig(_Strict):

@@ -21,8 +21,11 @@ def _blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
     return []
 
 
-def wrap_model(module: torch.nn.Module, strategy: str, world_size: int, *, find_unused: bool = False):
-    """The model the optimizer trains: ``module`` itself on one worker; DDP or FSDP across workers."""
+def wrap_model(module: torch.nn.Module, strategy: str, world_size: int, *, find_unused: bool = False,
+               compute_dtype: torch.dtype | None = None):
+    """The model the optimizer trains: ``module`` itself on one worker; DDP or FSDP across workers.
+    ``compute_dtype`` (FSDP): parameters are all-gathered and used in this dtype, gradients reduced in
+    float32 (FSDP2 needs one dtype per unit; frozen bf16 weights and float32 LoRA weights mix)."""
     if world_size <= 1:
         return module
     if strategy == "ddp":
@@ -31,11 +34,13 @@ def wrap_model(module: torch.nn.Module, strategy: str, world_size: int, *, find_
         return ray.train.torch.prepare_model(module, parallel_strategy="ddp",
                                              parallel_strategy_kwargs={"find_unused_parameters": find_unused})
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else None
+        kw = {"mp_policy": mp} if mp is not None else {}
         for block in _blocks(module):
-            fully_shard(block)
-        fully_shard(module)
+            fully_shard(block, **kw)
+        fully_shard(module, **kw)
         return module
     raise ValueError(f"train.strategy: unknown {strategy!r}; allowed: ddp, fsdp")
 

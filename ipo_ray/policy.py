@@ -24,6 +24,7 @@ from .config import ModelConfig
 from .tokenizer import build_world_tokenizer
 
 POLICY_FILE = "ipo_ray_policy.json"
+RUN_CHOICES = ("finetune", "lora", "dtype", "gradient_checkpointing", "vae_tiling")  # the run's, not the checkpoint's
 
 
 def build_tiny_components(cfg: ModelConfig):
@@ -67,22 +68,26 @@ class T2VPolicy:
         return cls(*build_tiny_components(cfg), cfg=cfg)
 
     @classmethod
-    def from_pretrained(cls, path: str, cfg: ModelConfig | None = None, dtype=torch.float32) -> "T2VPolicy":
-        """Load a saved world policy (ours) or a diffusers CogVideoX checkpoint (path or hub id)."""
+    def from_pretrained(cls, path: str, cfg: ModelConfig | None = None, dtype=None) -> "T2VPolicy":
+        """Load a saved world policy (ours) or a diffusers CogVideoX checkpoint (path or hub id), every
+        module in ``dtype`` (default: the config's ``model.dtype``; trainable weights are made float32
+        later by ``train_params_float32``)."""
         marker = Path(path) / POLICY_FILE
         if marker.is_file():
             meta = json.loads(marker.read_text())
             mcfg = ModelConfig.model_validate(meta["model"])
             if cfg is not None:  # keep the run's fine-tuning choices, the checkpoint's sizes
-                mcfg = mcfg.model_copy(update={"finetune": cfg.finetune, "lora": cfg.lora, "dtype": cfg.dtype})
+                mcfg = mcfg.model_copy(update={k: getattr(cfg, k) for k in RUN_CHOICES})
+            dtype = dtype or getattr(torch, mcfg.dtype)
             tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
-            codec = IdentityCodec() if meta["codec"] == "identity" else VAECodec.from_pretrained(path, dtype)
+            codec = IdentityCodec() if meta["codec"] == "identity" else VAECodec.from_pretrained(path, dtype, tiling=mcfg.vae_tiling)
         else:
             if cfg is None:
                 raise ValueError(f"{path}: not an ipo-ray checkpoint; pass the model config for a diffusers model")
             mcfg = cfg
+            dtype = dtype or getattr(torch, mcfg.dtype)
             tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", revision=cfg.revision)
-            codec = VAECodec.from_pretrained(path, dtype)
+            codec = VAECodec.from_pretrained(path, dtype, tiling=cfg.vae_tiling)
         transformer = CogVideoXTransformer3DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
         text_encoder = T5EncoderModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
         sched_cls = DDIMScheduler
@@ -121,6 +126,8 @@ class T2VPolicy:
     # ------------------------------------------------------------------ fine-tuning setup
     def setup_finetune(self) -> "T2VPolicy":
         """LoRA (reference = adapters disabled) or full (reference = a frozen copy)."""
+        if self.cfg.gradient_checkpointing:
+            self.trainable_base().enable_gradient_checkpointing()
         if self.cfg.finetune == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -132,6 +139,15 @@ class T2VPolicy:
                 r=lc.rank, lora_alpha=lc.alpha, target_modules=targets, init_lora_weights=True))
         else:
             self.reference_model = copy.deepcopy(self.transformer).eval().requires_grad_(False)
+        return self
+
+    def train_params_float32(self) -> "T2VPolicy":
+        """Trainable weights in float32, frozen ones stay in ``model.dtype``: a bfloat16 weight has 8
+        mantissa bits, so an Adam step of lr 1e-5 on a weight of 1e-2 would round away. The forward
+        then runs under bfloat16 autocast (``training_error``)."""
+        for p in self.transformer.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
         return self
 
     @property
@@ -235,7 +251,8 @@ class T2VPolicy:
         the latents) scales each element's error first."""
         net = model if model is not None else self.transformer
         xt = self.scheduler.add_noise(x0, noise, t)
-        pred = net(hidden_states=xt, encoder_hidden_states=cond, timestep=t, return_dict=False)[0]
+        with torch.autocast(xt.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bfloat16"):
+            pred = net(hidden_states=xt, encoder_hidden_states=cond, timestep=t, return_dict=False)[0]
         target = self.training_target(x0, noise, t)
         err = (pred.float() - target.float()).pow(2)
         return (err if weight is None else err * weight).flatten(1).mean(dim=1)

@@ -188,3 +188,61 @@ def test_policy_state_round_trip(policy):
 def test_unknown_checkpoint_needs_a_config(tmp_path):
     with pytest.raises(ValueError, match="not an ipo-ray checkpoint"):
         T2VPolicy.from_pretrained(str(tmp_path))
+
+
+def test_bfloat16_models_train_float32_weights_under_autocast(policy, tmp_path):
+    """model.dtype=bfloat16 loads every module in bf16; the trainable (LoRA) weights become float32 so
+    an Adam step of lr 1e-5 is not rounded away (a bf16 weight near 0.02 cannot move by 1e-5)."""
+    policy.save(tmp_path / "ckpt")
+    cfg = tiny_config("model.finetune=lora", "model.dtype=bfloat16", "model.gradient_checkpointing=true").model
+    pol = T2VPolicy.from_pretrained(str(tmp_path / "ckpt"), cfg)
+    assert pol.cfg.dtype == "bfloat16" and pol.cfg.gradient_checkpointing  # the run's choices, not the checkpoint's
+    assert pol.text_encoder.dtype == torch.bfloat16 and pol.transformer.dtype == torch.bfloat16
+    pol.setup_finetune().train_params_float32()
+    assert pol.trainable_base().gradient_checkpointing
+    trainable = {n: p for n, p in pol.transformer.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    assert all(p.dtype == torch.bfloat16 for p in pol.transformer.parameters() if not p.requires_grad)
+
+    with torch.no_grad():  # adapters of a trained size: every lora_B weight 0.02
+        for n, p in trainable.items():
+            if "lora_B" in n:
+                p.fill_(0.02)
+    x0 = frames_to_unit(np.stack([render(P[0], 0), render(P[1], 1)]))
+    noise, t = pol.sample_noise_and_t(2, torch.Generator().manual_seed(0))
+    pol.transformer.train()
+    err = pol.training_error(x0, pol.encode_prompts(P), t, noise)
+    assert err.dtype == torch.float32 and err.shape == (2,)
+    err.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable.values())
+
+    w = next(p for n, p in trainable.items() if "lora_B" in n)
+    before = w.detach().clone()
+    opt = torch.optim.AdamW([w], lr=1e-5, weight_decay=0.0)
+    opt.step()
+    assert (w.detach() != before).float().mean() > 0.9  # float32: (nearly) every element moved by ~1e-5
+    bf = before.to(torch.bfloat16)
+    assert (bf - 1e-5 * torch.sign(w.grad).to(torch.bfloat16) == bf).float().mean() > 0.9  # bf16: the step is lost
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    pols = []
+    for gc in (False, True):
+        torch.manual_seed(0)
+        pol = T2VPolicy.build_tiny(tiny_config("model.finetune=lora", f"model.gradient_checkpointing={gc}").model)
+        pols.append(pol.setup_finetune())
+    x0 = frames_to_unit(np.stack([render(P[0], 0)]))
+    noise, t = pols[0].sample_noise_and_t(1, torch.Generator().manual_seed(1))
+    grads = []
+    for pol in pols:
+        with torch.no_grad():  # a non-zero adapter, so lora_A gets a gradient too
+            for n, p in pol.transformer.named_parameters():
+                if "lora_B" in n:
+                    p.fill_(0.01)
+        pol.transformer.train()
+        pol.training_error(x0, pol.encode_prompts(P[:1]), t, noise).sum().backward()
+        grads.append({n: p.grad for n, p in pol.transformer.named_parameters() if p.requires_grad})
+    assert pols[1].trainable_base().gradient_checkpointing and not pols[0].trainable_base().gradient_checkpointing
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
