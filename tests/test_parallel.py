@@ -28,20 +28,30 @@ def _train(policy, model, steps: int = 2) -> list[float]:
     return losses
 
 
-def _fsdp_rank(rank, world, port, base, lora, out):
-    from ipo_ray.parallel import full_model_state, is_sharded, optimizer_state, wrap_model
+def _policy(base, mode):
+    """The tiny base as the trainer sets it up: full, LoRA, or LoRA on a bf16 model (float32 adapters)."""
     from ipo_ray.policy import T2VPolicy
+
+    cfg = None
+    if mode == "lora-bf16":
+        cfg = T2VPolicy.from_pretrained(base).cfg.model_copy(update={"finetune": "lora", "dtype": "bfloat16"})
+    policy = T2VPolicy.from_pretrained(base, cfg)
+    if mode == "lora":
+        policy.cfg = policy.cfg.model_copy(update={"finetune": "lora"})
+    torch.manual_seed(0)  # the LoRA init: the same on every rank (as the trainer seeds it)
+    return policy.setup_finetune().train_params_float32()
+
+
+def _fsdp_rank(rank, world, port, base, mode, out):
+    from ipo_ray.parallel import full_model_state, is_sharded, optimizer_state, wrap_model
     from ipo_ray.trainer import _gather_state
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    policy = T2VPolicy.from_pretrained(base)
-    if lora:
-        policy.cfg = policy.cfg.model_copy(update={"finetune": "lora"})
-    torch.manual_seed(0)  # the LoRA init: the same on every rank (as the trainer seeds it)
-    policy.setup_finetune()
-    model = wrap_model(policy.transformer, "fsdp", world)
+    policy = _policy(base, mode)
+    model = wrap_model(policy.transformer, "fsdp", world,
+                       compute_dtype=torch.bfloat16 if policy.cfg.dtype == "bfloat16" else None)
     assert is_sharded(model)
     losses = _train(policy, model)
     state = _gather_state(policy, model)
@@ -52,40 +62,36 @@ def _fsdp_rank(rank, world, port, base, lora, out):
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_fsdp_on_two_cpu_processes_matches_one_process(tiny_base, lora):
-    from ipo_ray.policy import T2VPolicy
+@pytest.mark.parametrize("mode", ["full", "lora", "lora-bf16"])
+def test_fsdp_on_two_cpu_processes_matches_one_process(tiny_base, mode):
+    """lora-bf16: frozen bf16 weights and float32 adapters in one FSDP2 unit, gathered in bf16
+    (``MixedPrecisionPolicy``), as the trainer wraps a bf16 model."""
+    lora = mode != "full"
+    tol = dict(rtol=2e-2, atol=2e-3) if mode == "lora-bf16" else dict(rtol=1e-3, atol=2e-4)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = mp.Manager().dict()
-    mp.spawn(_fsdp_rank, args=(2, port, tiny_base, lora, out), nprocs=2, join=True)
+    mp.spawn(_fsdp_rank, args=(2, port, tiny_base, mode, out), nprocs=2, join=True)
 
-    ref = T2VPolicy.from_pretrained(tiny_base)
-    if lora:
-        ref.cfg = ref.cfg.model_copy(update={"finetune": "lora"})
-    torch.manual_seed(0)
-    ref.setup_finetune()
+    ref = _policy(tiny_base, mode)
     ref_losses = _train(ref, ref.transformer)
     expected = ref.policy_state()
     for rank in (0, 1):
         got = out[rank]
         # Same data on both ranks: averaged gradients equal one process's gradients.
-        assert got["losses"] == pytest.approx(ref_losses, rel=1e-3)
+        assert got["losses"] == pytest.approx(ref_losses, rel=tol["rtol"])
         assert set(got["state"]) == set(expected)
         for k, v in expected.items():
-            torch.testing.assert_close(got["state"][k], v, rtol=1e-3, atol=2e-4)  # Adam steps are ~1e-2
+            torch.testing.assert_close(got["state"][k], v, **tol)  # Adam steps are ~1e-2
     if lora:
         assert all("lora_" in k for k in expected)
     # The gathered state loads into a fresh generator policy (what a weight sync does).
-    gen = T2VPolicy.from_pretrained(tiny_base)
-    if lora:
-        gen.cfg = gen.cfg.model_copy(update={"finetune": "lora"})
-    gen.setup_finetune()
+    gen = _policy(tiny_base, mode)
     before = {k: v.clone() for k, v in gen.policy_state().items()}
     gen.load_policy_state(out[0]["state"])
     after = gen.policy_state()
     for k, v in expected.items():
-        torch.testing.assert_close(after[k], v, rtol=1e-3, atol=2e-4)
+        torch.testing.assert_close(after[k], v, **tol)
     assert any(not torch.equal(before[k], after[k]) for k in expected)  # the sync changed the weights
