@@ -72,6 +72,7 @@ class PretrainConfig(_Strict):
     high_noise_fraction: float = Field(0.0, ge=0, le=1, description="share of timesteps drawn from the upper half")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables the EMA of weights")
     init_from: str | None = Field(None, description="continue from this base checkpoint instead of random init")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     shape_pairs: int = Field(0, ge=0, description="contrast pairs per batch: one scene drawn as a square and as a "
                              "circle, each under its own caption (teaches the shape word)")
     shape_weight: float = Field(0.0, ge=0, description="extra loss weight on the pixels where a pair's two shapes differ")

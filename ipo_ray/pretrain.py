@@ -106,6 +106,8 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     policy = T2VPolicy.from_pretrained(pc.init_from) if pc.init_from else T2VPolicy.build_tiny(cfg.model)
     if pc.init_from:
         adopt_world_tokenizer(policy, log)
+    device = torch.device("cuda" if pc.device == "cuda" or (pc.device == "auto" and torch.cuda.is_available()) else "cpu")
+    policy.to(device)
     policy.text_encoder.requires_grad_(True).train()
     # An exponential moving average of the weights samples much cleaner than the raw weights
     # (standard for diffusion models); the checkpoint holds the EMA.
@@ -128,9 +130,9 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
             p2, v2, diff = shape_pairs_batch(rng, train_prompts, pc.shape_pairs, cfg)
             prompts, videos = prompts + p2, np.concatenate([videos, v2])
             mask = np.concatenate([np.zeros((len(videos) - len(v2), *diff.shape[1:]), bool), diff])
-            weight = 1.0 + pc.shape_weight * torch.from_numpy(mask).float()[:, :, None]  # [B, F, 1, H, W]
+            weight = (1.0 + pc.shape_weight * torch.from_numpy(mask).float()[:, :, None]).to(device)  # [B, F, 1, H, W]
         prompts = ["" if rng.random() < pc.text_dropout else p for p in prompts]
-        x0 = frames_to_unit(videos)
+        x0 = frames_to_unit(videos).to(device)
         cond = policy.encode_prompts_trainable(prompts)
         noise, t = policy.sample_noise_and_t(len(prompts))
         t = high_noise_timesteps(t, pc.high_noise_fraction, policy.scheduler.config.num_train_timesteps)
@@ -152,7 +154,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
         policy.transformer.load_state_dict(ema.module[0].state_dict())
         policy.text_encoder.load_state_dict(ema.module[1].state_dict())
     policy.text_encoder.eval().requires_grad_(False)
-    policy.save(out)
+    policy.to("cpu").save(out)
     prev = {}
     if pc.init_from and (Path(pc.init_from) / "pretrain_info.json").is_file():
         prev = json.loads((Path(pc.init_from) / "pretrain_info.json").read_text())
@@ -162,7 +164,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
             "shape_pairs": pc.shape_pairs, "shape_weight": pc.shape_weight,
             "total_steps": step + 1 + prev.get("total_steps", prev.get("steps", 0)),
             "total_minutes": (time.time() - start) / 60.0 + prev.get("total_minutes", prev.get("minutes", 0.0)),
-            "init_from": pc.init_from}
+            "init_from": pc.init_from, "device": str(device)}
     (out / "pretrain_info.json").write_text(json.dumps(info, indent=2))
     log(f"pretrain: wrote {out} ({info['steps']} steps, {info['minutes']:.1f} min, loss {info['final_loss']:.4f})")
     return out
