@@ -87,8 +87,11 @@ class RunDir:
         return load_file(str(f))
 
     def load_policy(self, version: int | str | None = None) -> tuple[T2VPolicy, int]:
-        """The base (``'base'`` or 0), a chosen version, or the latest (None)."""
+        """The base (``'base'`` or 0), a chosen version, ``'best'`` (``best_version`` in summary.json), or the
+        latest (None)."""
         cfg = self.config()
+        if version == "best":
+            version = self.best_version()
         policy = load_base_policy(cfg)
         if version in ("base", 0, "0"):
             return policy, 0
@@ -102,6 +105,15 @@ class RunDir:
             policy.setup_finetune()
         policy.load_policy_state(state)
         return policy, v
+
+    def best_version(self) -> int:
+        """The version the finished run's summary names as best by its rollouts (``loop.score_final``)."""
+        f = self.path / "summary.json"
+        best = json.loads(f.read_text()).get("best_version") if f.is_file() else None
+        if best is None:
+            raise ValueError(f"--version best: run dir {str(self.path)!r} has no best_version in summary.json "
+                             "(a finished run writes it from its rollouts; loop.score_final scores the last version)")
+        return int(best)
 
     # ---- metrics
     def log_metrics(self, record: dict) -> None:

@@ -62,6 +62,8 @@ def cmd_run(args) -> int:
     print(json.dumps(summary, indent=2))
     print(f"\nrun directory: {summary['run_dir']}")
     print(f"policy checkpoints: {summary['run_dir']}/policies (latest v{summary['final_version']})")
+    if summary.get("best_version") is not None:
+        print(f"best by its own rollouts (critic scores): v{summary['best_version']} (--version best)")
     if summary.get("report"):
         print(f"report: {summary['report']}")
     return 0
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_pretrain)
     p = sub.add_parser("eval", help="sample fixed prompts x seeds from a checkpoint and judge them")
     p.add_argument("--run-dir", required=True, help="a run directory, or a base checkpoint directory")
-    p.add_argument("--version", default=None, help="'base', a policy version number; default the latest")
+    p.add_argument("--version", default=None, help="'base', 'best' (the version whose own rollouts the critic scored best, from summary.json), a policy version number; default the latest")
     p.add_argument("--prompts", default="world:train", help="world:train | world:heldout | .txt | .parquet | .jsonl")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--seed-offset", type=int, default=10_000)
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("serve", help="serve a run's tuned generator over HTTP (Ray Serve)")
     p.add_argument("--run-dir", required=True, help="a run directory, or a base checkpoint directory")
-    p.add_argument("--version", default=None, help="'base', a policy version number; default the latest")
+    p.add_argument("--version", default=None, help="'base', 'best' (the version whose own rollouts the critic scored best, from summary.json), a policy version number; default the latest")
     p.add_argument("--host", default=None, help="HTTP bind address (default serve.host: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default serve.port: 8000)")
     p.add_argument("--token", default=None,

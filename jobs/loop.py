@@ -30,6 +30,7 @@ from actors.weight_store import WeightStore
 from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
 from ipo_ray.local_ray import init_local_ray
+from ipo_ray.report import best_version, rollout_acceptance
 from ipo_ray.run_dir import RunDir
 from ipo_ray.trainer import FAULT_ENV, train_loop_per_worker
 from ipo_ray.wandb_log import WandbLogger
@@ -283,25 +284,41 @@ class Loop:
             raise feeder.error
         feeder.round_done(c.loop.rounds - 1)
 
+    def rollout_round(self, prompts: list[str], r: int, allow_empty: bool = False) -> float | None:
+        """Roll round ``r`` out with the store's policy version into ``data/round_r`` (unless it is already
+        there: then None, else the seconds it took); every sample is also logged under ``samples/``."""
+        t0 = time.time()
+        data = self.run.path / "data" / f"round_{r:03d}"
+        if data.is_dir():  # resumed: the rollout ran before the restart
+            return None
+        tmp = data.with_name(data.name + ".tmp")  # a half-written round is regenerated from scratch
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.rollout_dataset(round_items(prompts, self.cfg, r)).write_parquet(str(tmp))
+        if not any(tmp.glob("*.parquet")):  # no rows at all: Ray Data wrote nothing (the samples are logged)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not allow_empty:
+                self.too_few_rows(r, 0)
+            return time.time() - t0
+        tmp.rename(data)
+        return time.time() - t0
+
+    def score_final(self, prompts: list[str]) -> None:
+        """``loop.score_final``: the final policy rolls out the next round (judged, not trained), so it has
+        rollout scores like every earlier version; a resumed run with more rounds trains on these rows."""
+        v, r = self.run.latest_version(), self.cfg.loop.rounds
+        self.make_store(v, credit=False)
+        t = self.rollout_round(prompts, r, allow_empty=True)
+        self.log(f"scored policy v{v}: round {r} rolled out and judged, not trained"
+                 + (f" ({t:.0f}s)" if t is not None else " (already on disk)"))
+
     def prepare_round(self, prompts: list[str], r: int):
         """Roll round ``r`` out (unless its Parquet is already there) and split its rows over the trainer ranks."""
         c = self.cfg
-        t0 = time.time()
-        data = self.run.path / "data" / f"round_{r:03d}"
-        generated = not data.is_dir()
-        if generated:  # a half-written round (tmp dir) is regenerated from scratch
-            tmp = data.with_name(data.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.rollout_dataset(round_items(prompts, c, r)).write_parquet(str(tmp))
-            if not any(tmp.glob("*.parquet")):  # no rows at all: Ray Data wrote nothing
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.too_few_rows(r, 0)
-            tmp.rename(data)
-        t_gen = time.time() - t0 if generated else None  # resumed: the rollout ran before the restart
+        t_gen = self.rollout_round(prompts, r)
         # Read once into the object store; each rank gets an equal part and replays it epochs_per_round
         # times (a seeded block order per epoch, then its local shuffle buffer). A full random_shuffle (an
         # all-to-all exchange) cost more than the training on small rounds (docs/ARCHITECTURE.md, "Data path").
-        read = ray.data.read_parquet(str(data)).materialize()
+        read = ray.data.read_parquet(str(self.run.path / "data" / f"round_{r:03d}")).materialize()
         n_rows = read.count()  # from the materialised blocks' metadata
         if n_rows < c.train.num_workers * c.train.batch_size:
             self.too_few_rows(r, n_rows)
@@ -370,10 +387,14 @@ class Loop:
         try:
             if c.loop.mode == "rounds":
                 self.run_rounds(prompts, state)
+                if c.loop.score_final:
+                    self.score_final(prompts)
             else:
                 self.run_semi_online(prompts, state)
+            rollouts = rollout_acceptance(self.run.path)
             summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
-                       "final_version": self.run.latest_version(), **self.accounting()}
+                       "final_version": self.run.latest_version(), **self.accounting(),
+                       "best_version": best_version(rollouts), "rollouts": rollouts}
             (self.run.path / "summary.json").write_text(json.dumps(summary, indent=2))
         finally:
             self.wandb.finish(summary, failed=summary is None)

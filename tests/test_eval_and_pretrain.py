@@ -129,3 +129,21 @@ def test_copied_evaluation_points_at_its_own_videos(tmp_path):
     assert all(p.startswith(str(dst) + "/") for p in t["video_path"] + t["frames_path"])
     assert not (dst / "stale.txt").exists() and not dst.with_name("abc.tmp").exists()
     assert pq.read_table(src / "samples.parquet").to_pydict()["video_path"][0] == str(src / "videos" / "0.mp4")
+
+
+def test_best_version_rule_and_a_clear_error_without_one(tmp_path):
+    """Selection by the rollouts' own critic scores: acceptance, then mean score, then the later version."""
+    from ipo_ray.report import best_version
+    from ipo_ray.run_dir import RunDir
+
+    r = lambda v, a, m: {"policy_version": v, "acceptance": a, "mean_score": m, "n": 8}  # noqa: E731
+    assert best_version([]) is None
+    assert best_version([r(0, 0.5, 0.6), r(1, 0.7, 0.5), r(2, 0.6, 0.9)]) == 1
+    assert best_version([r(0, 0.5, 0.6), r(1, 0.5, 0.7), r(2, 0.5, 0.65)]) == 1
+    assert best_version([r(0, 0.5, 0.6), r(1, 0.5, 0.6)]) == 1
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    with pytest.raises(ValueError, match="--version best: .* no best_version in summary.json"):
+        run.best_version()
+    (run.path / "summary.json").write_text('{"best_version": 3}')
+    assert run.best_version() == 3

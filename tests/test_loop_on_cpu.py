@@ -58,7 +58,8 @@ def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base,
     from ipo_ray.run_dir import RunDir
 
     summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=2",
-                            "loop.ref_update_every=1", "train.strategy=fsdp", "loop.epochs_per_round=2")
+                            "loop.ref_update_every=1", "train.strategy=fsdp", "loop.epochs_per_round=2",
+                            "loop.score_final=true")
     run = tmp_path / "run"
     assert summary["final_version"] == 2
     published, _ = RunDir(run).load_policy(2)
@@ -77,16 +78,24 @@ def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base,
     assert {r["round"] for r in rows1} == {1}
     ids = [r["row_id"] for r in rows0 + rows1]
     assert len(set(ids)) == len(ids)
-    # All samples (not only rows) are logged with critic output.
+    # All samples (not only rows) are logged with critic output; score_final rolled v2 out once more
+    # (round 2's prompts, judged, kept as round 2's rows, not trained), so every version has rollout scores.
     samples = read_dir(run / "samples")
-    assert len(samples) == 2 * 8 * 4 and all(s["critic_text"] for s in samples)
+    assert len(samples) == 3 * 8 * 4 and all(s["critic_text"] for s in samples)
+    rows2 = read_dir(run / "data" / "round_002")
+    assert len(rows2) == 8 and {r["policy_version"] for r in rows2} == {2} and {r["round"] for r in rows2} == {2}
+    assert [(r["policy_version"], r["n"]) for r in summary["rollouts"]] == [(0, 32), (1, 32), (2, 32)]
+    best = summary["best_version"]
+    top = max(r["acceptance"] for r in summary["rollouts"])
+    assert best in (0, 1, 2) and next(r for r in summary["rollouts"] if r["policy_version"] == best)["acceptance"] == top
+    assert RunDir(run).load_policy("best")[1] == best
     syncs = [m for m in metrics(run) if m["event"] == "sync"]
     assert [s["version"] for s in syncs] == [1, 2]
     assert all(s["reference_moved"] and s["bytes"] > 0 for s in syncs)
     steps = [m for m in metrics(run) if m["event"] == "step"]
     # 2 epochs of 8 rows / (2 workers x 2) = 4 steps per round (the epochs are one stream); round 1
     # starts with reference = v1 = policy, so its first DPO loss is log 2 again.
-    assert len(steps) == 8 and summary["rows_trained"] == 32
+    assert len(steps) == 8 and summary["rows_trained"] == 32  # round 2's rows are not trained
     assert [s["round"] for s in steps] == [0] * 4 + [1] * 4
     assert abs(steps[4]["dpo_loss"] - 0.6931) < 2e-3
     assert (run / "policies" / "v000002" / "state.safetensors").is_file()
