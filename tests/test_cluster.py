@@ -366,6 +366,7 @@ def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_bas
         (tmp / "runtime_env.yaml").write_text(yaml.safe_dump(rt))
         run_dir = tmp / "run"
         sets = TINY + [f"model.path={tiny_base}", f"run_dir={run_dir}", "prompts=world:train", "loop.rounds=1",
+                       "loop.score_final=false",
                        "loop.prompts_per_round=4", "sampling.num_per_prompt=4", "sampling.steps=2",
                        "sampling.batch_size=8", "train.num_workers=1", "train.batch_size=2",
                        "train.cpus_per_worker=0.5", "algo.min_score_gap=0.0", "loop.epochs_per_round=1",

@@ -25,7 +25,7 @@ from .conftest import ROOT, TINY, LoopFailed, tiny_config, train_job
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["prompts=world:train", "loop.prompts_per_round=8", "sampling.num_per_prompt=4", "sampling.steps=2",
+SMALL = ["loop.score_final=false", "prompts=world:train", "loop.prompts_per_round=8", "sampling.num_per_prompt=4", "sampling.steps=2",
          "sampling.batch_size=8", "train.batch_size=2", "train.num_workers=2", "algo.min_score_gap=0.0",
          "loop.epochs_per_round=1", "train.real_batch_size=2", "critic.num_cpus=0.25", "loop.generator_cpus=1",
          "algo.pairs_per_group=1"]
