@@ -67,6 +67,14 @@ ROWS: dict[str, tuple[str, list[str], bool]] = {
     "kto-b5000": ("1: KTO, beta 5000 (default 500)", ["algo.name=kto", "algo.beta=5000"], False),
     "sft-cap1": ("baseline, 3x the videos: strict best-of-8 SFT (the best accepted sample of each group)",
                  ["algo.name=sft", "algo.sft_per_group=1", "loop.prompts_per_round=21"], True),
+    # Session 9: the same runs with the final version scored too, and the version the loop itself keeps
+    # (best_version: its own rollouts' critic acceptance) evaluated like the rest ("kept" column).
+    "sft-cap2-keep": ("sft-cap2, keeping the version whose own rollouts scored best (loop.score_final)",
+                      ["algo.name=sft", "algo.sft_per_group=2", "loop.prompts_per_round=21", "loop.score_final=true"],
+                      True),
+    "dpo-all-b5000-keep": ("dpo-all-b5000, keeping the version whose own rollouts scored best (loop.score_final)",
+                           ["algo.name=dpo", "algo.beta=5000", "loop.prompts_per_round=21", "loop.epochs_per_round=2",
+                            "loop.score_final=true"], True),
 }
 TRAIN_SEEDS, HELDOUT_SEEDS, SEED_OFFSET = 13, 86, 20_000
 
@@ -150,7 +158,19 @@ def run_row(name: str) -> None:
     (STORE / f"{name}.json").write_text(json.dumps({
         "name": name, "ablation": what, "command": cmd, "overrides": overrides, "evals": evals,
         "loop_seconds": loop_s, "round_seconds": [r.get("seconds") for r in rounds],
-        "rows_trained": summary["rows_trained"], "optimizer_steps": summary["optimizer_steps"]}, indent=2))
+        "rows_trained": summary["rows_trained"], "optimizer_steps": summary["optimizer_steps"],
+        "best_version": summary.get("best_version"), "rollouts": summary.get("rollouts")}, indent=2))
+
+
+def kept(rec: dict) -> str:
+    """The gain of the version the loop keeps (``best_version``), when the row recorded it and evaluated it."""
+    best = rec.get("best_version")
+    ev = {e["version"]: e for e in rec["evals"]}
+    if best is None or best not in ev:
+        return "-"
+    b, e = ev[0], ev[best]
+    return (f"v{best}, {100 * (e['train']['acceptance'] - b['train']['acceptance']):+.1f} / "
+            f"{100 * (e['heldout']['acceptance'] - b['heldout']['acceptance']):+.1f} pts")
 
 
 def table() -> str:
@@ -164,8 +184,8 @@ def table() -> str:
              "'dyn.' = mean optical-flow dynamic degree (the metric reward of row rwr-flow). Seconds: the whole loop "
              "(generation, judging, training, syncs) on this 2-core machine.", "",
              "| row | ablation | train acceptance (base -> each round, or base -> the last) | held-out acceptance | train mean score | "
-             "train dyn. | train gain | held-out gain | rows trained / steps | loop s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "train dyn. | train gain | held-out gain | kept: best_version, train / held-out gain | rows trained / steps | loop s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         ev = r["evals"]
         f = lambda split, k, fmt="{:.3f}": " -> ".join(fmt.format(e[split][k]) for e in ev)  # noqa: E731
@@ -173,7 +193,7 @@ def table() -> str:
                      f"{f('train', 'mean_score')} | {f('train', 'dynamic_degree', '{:.2f}')} | "
                      f"{100 * (ev[-1]['train']['acceptance'] - ev[0]['train']['acceptance']):+.1f} pts | "
                      f"{100 * (ev[-1]['heldout']['acceptance'] - ev[0]['heldout']['acceptance']):+.1f} pts | "
-                     f"{r['rows_trained']} / {r['optimizer_steps']} | {r['loop_seconds']:.0f} |")
+                     f"{kept(r)} | {r['rows_trained']} / {r['optimizer_steps']} | {r['loop_seconds']:.0f} |")
     return "\n".join(lines)
 
 
