@@ -85,8 +85,9 @@ def main(argv=None) -> int:
     from ipo_ray.config import load_config
     from jobs.loop import Loop, init_ray
 
+    # Equal samples in both modes: no extra scoring rollout of the final version (rounds mode only).
     common = [f"loop.rounds={args.rounds}", f"loop.prompts_per_round={args.prompts_per_round}",
-              "loop.epochs_per_round=1", *args.overrides]
+              "loop.epochs_per_round=1", "loop.score_final=false", *args.overrides]
     init_ray()
     work = Path(tempfile.mkdtemp(prefix="ipo-ray-bench-"))
     results = {}
