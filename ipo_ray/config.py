@@ -178,9 +178,9 @@ class LoopConfig(_Strict):
     generator_actors: int = Field(1, ge=1)
     generator_cpus: float = Field(1.0, gt=0)
     generator_gpus: float = Field(0.0, ge=0)
-    score_final: bool = Field(False, description="rounds mode: roll the final policy out once more (the next round's "
-                              "prompts; judged, not trained, its rows kept as that round's data) so every version has "
-                              "rollout scores and the summary can name best_version")
+    score_final: bool = Field(False, description="rounds mode (semi-online ignores it): roll the final policy out once "
+                              "more (the next round's prompts; judged, not trained, its rows kept as that round's data) "
+                              "so every version has rollout scores and the summary can name best_version")
 
 
 class EvalConfig(_Strict):
