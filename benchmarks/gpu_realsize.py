@@ -118,7 +118,8 @@ def _oom_safe(clock, fn):
         return None, {"error": f"OutOfMemoryError: {str(e).splitlines()[0][:160]}"}
 
 
-def measure(size: str, sample_steps: int, train_steps: int, save=lambda res: None, dtype: str = "bfloat16") -> dict:
+def measure(size: str, sample_steps: int, train_steps: int, save=lambda res: None, dtype: str = "bfloat16",
+            only_real: bool = False) -> dict:
     """Every section is saved as soon as it is measured (a later failure keeps the earlier numbers)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, dtype)
@@ -141,7 +142,8 @@ def measure(size: str, sample_steps: int, train_steps: int, save=lambda res: Non
 
     # 1. Generation (the generator actor's call): one video at the preset's steps, then a batch of 2.
     res["sampling"] = []
-    for batch, steps in ((1, sample_steps), (2, max(2, sample_steps // 5))):
+    latents = torch.randn((1, *policy.latent_shape()))
+    for batch, steps in () if only_real else ((1, sample_steps), (2, max(2, sample_steps // 5))):
         policy.sample_latents([PROMPT] * batch, list(range(batch)), steps=2, guidance_scale=g)  # warm-up
         lat, info = _oom_safe(clock, lambda: policy.sample_latents([PROMPT] * batch, list(range(batch)),
                                                                    steps=steps, guidance_scale=g))
@@ -155,7 +157,7 @@ def measure(size: str, sample_steps: int, train_steps: int, save=lambda res: Non
     save(res)
     # 2. The VAE both ways (decode: every generated video; encode: real videos for the NLL term).
     res["vae"] = {}
-    for tiling in (True, False):
+    for tiling in (True,) if only_real else (True, False):
         policy.codec.vae.enable_tiling() if tiling else policy.codec.vae.disable_tiling()
         frames, info = _oom_safe(clock, lambda: policy.codec.decode(latents[:1].to(device)))
         res["vae"][f"decode_tiling_{tiling}"] = info
@@ -177,10 +179,17 @@ def measure(size: str, sample_steps: int, train_steps: int, save=lambda res: Non
     res["lora"] = {"rank": cfg.model.lora.rank, "trainable_m": round(sum(p.numel() for p in trainable) / 1e6, 2),
                    "trainable_dtypes": sorted({str(p.dtype) for p in trainable}),
                    "frozen_dtypes": sorted({str(p.dtype) for p in policy.transformer.parameters() if not p.requires_grad})}
-    for gc, pairs, with_real in ((False, 1, False), (True, 1, False), (True, 2, False), (True, 1, True)):
+    variants = [(False, 1, False), (True, 1, False), (True, 2, False), (True, 1, True)]
+    for gc, pairs, with_real in [v for v in variants if v[2]] if only_real else variants:
         res["train"].append(train_steps_info(policy, cfg, device, clock, x, shape, real, gc, pairs, with_real,
                                              train_steps))
         save(res)
+    # The real clip's latents encoded at every step (the cache off), for comparison with the row above.
+    off = cfg.model_copy(update={"train": cfg.train.model_copy(update={"real_latent_cache": 0})})
+    res["train"].append(train_steps_info(policy, off, device, clock, x, shape, real, True, 1, True, train_steps))
+    save(res)
+    if only_real:
+        return res
 
     # 4. What a weight sync ships (LoRA only) and how long (de)serialising it takes.
     state, s_get, _ = clock.run(policy.policy_state)
@@ -220,7 +229,8 @@ def train_steps_info(policy, cfg, device, clock, x, shape, real, gc, pairs, with
     base.enable_gradient_checkpointing() if gc else base.disable_gradient_checkpointing()
     videos = 2 * pairs + (1 if with_real else 0)
     info = {"finetune": policy.cfg.finetune, "gradient_checkpointing": gc, "pairs": pairs,
-            "real_video_nll": with_real, "videos_per_forward": videos,
+            "real_video_nll": with_real, "real_latent_cache": cfg.train.real_latent_cache if with_real else None,
+            "videos_per_forward": videos,
             "trainable_m": round(sum(p.numel() for p in trainable) / 1e6, 1)}
 
     def one_step(i):
@@ -251,11 +261,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--sample-steps", type=int, default=50)
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    ap.add_argument("--only-real", action="store_true", help="only the real-video NLL steps (cache on / off)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     out = Path(a.out)
     res = measure(a.size, a.sample_steps, a.train_steps, save=lambda r: out.write_text(json.dumps(r, indent=2)),
-                  dtype=a.dtype)
+                  dtype=a.dtype, only_real=a.only_real)
     out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
     return res

@@ -160,6 +160,8 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     real_batch_size: int = Field(4, ge=0)
+    real_latent_cache: int = Field(256, ge=0, description="VAE models: keep this many real clips' latents "
+                                   "(encoded once, reused every epoch); 0 encodes every step")
     shuffle_buffer_rows: int = Field(256, ge=0, description="rounds mode: rows each worker shuffles locally (0 = "
                                      "file order)")
     high_noise_fraction: float = Field(0.0, ge=0, le=1, description="share of rows whose t is drawn from the upper "

@@ -9,7 +9,9 @@ which run where Ray is not installed.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -47,6 +49,30 @@ class PreferenceStep:
     def __init__(self, policy: T2VPolicy, model: torch.nn.Module, cfg: Config, device):
         self.policy, self.model, self.cfg, self.device = policy, model, cfg, device
         self.num_train_timesteps = policy.scheduler.config.num_train_timesteps
+        self.real_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # clip digest -> latents (CPU)
+        self.real_encoded = 0
+
+    def encode_real(self, frames: np.ndarray) -> torch.Tensor:
+        """Latents of the real clips. A VAE encodes each clip once and its latents are reused while
+        ``train.real_latent_cache`` holds them (one posterior sample per clip, as latent caching in
+        diffusion fine-tuning does): the encode was half of a real-size step (benchmarks/RESULTS.md)."""
+        codec, cap = self.policy.codec, self.cfg.train.real_latent_cache
+        if codec.kind == "identity" or cap == 0:
+            self.real_encoded += len(frames)
+            return codec.encode(frames).to(self.device)
+        keys = [hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest() for f in frames]
+        todo = [i for i, k in enumerate(keys) if k not in self.real_cache]
+        if todo:
+            z = codec.encode(np.stack([frames[i] for i in todo])).cpu()
+            self.real_encoded += len(todo)
+            for i, zi in zip(todo, z):
+                self.real_cache[keys[i]] = zi
+        out = torch.stack([self.real_cache[k] for k in keys])
+        for k in keys:
+            self.real_cache.move_to_end(k)
+        while len(self.real_cache) > cap:
+            self.real_cache.popitem(last=False)
+        return out.to(self.device)
 
     def errors(self, x0, prompts, t, noise, with_ref: bool):
         cond = self.policy.encode_prompts(prompts)
@@ -76,7 +102,7 @@ class PreferenceStep:
             parts_n.append(noise)
         n_real = 0
         if real is not None:
-            xr = self.policy.codec.encode(real["frames"]).to(dev)
+            xr = self.encode_real(real["frames"])
             n_real = xr.shape[0]
             nr, tr = self.policy.sample_noise_and_t(n_real)
             parts_x.append(xr)

@@ -15,8 +15,8 @@ def test_realsize_benchmark_runs_every_section_in_bfloat16(tmp_path):
     assert set(res["vae"]) == {f"{k}_tiling_{t}" for k in ("decode", "encode") for t in (True, False)}
     # LoRA on a bf16 model: float32 adapters over frozen bf16 weights (train_params_float32)
     assert res["lora"]["trainable_dtypes"] == ["torch.float32"] and res["lora"]["frozen_dtypes"] == ["torch.bfloat16"]
-    assert [(t["gradient_checkpointing"], t["pairs"], t["real_video_nll"]) for t in res["train"]] == \
-        [(False, 1, False), (True, 1, False), (True, 2, False), (True, 1, True)]
+    assert [(t["gradient_checkpointing"], t["pairs"], t["real_video_nll"], t["real_latent_cache"]) for t in res["train"]] == \
+        [(False, 1, False, None), (True, 1, False, None), (True, 2, False, None), (True, 1, True, 256), (True, 1, True, 0)]
     assert all(math.isfinite(t["loss"]) and t["s_per_pair"] > 0 for t in res["train"] + [res["full_finetune"]])
     assert res["full_finetune"]["finetune"] == "full"
     assert res["weight_sync"]["tensors"] > 0 and res["weight_sync"]["bytes"] > 0

@@ -246,3 +246,33 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert pols[1].trainable_base().gradient_checkpointing and not pols[0].trainable_base().gradient_checkpointing
     assert grads[0].keys() == grads[1].keys()
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+def test_real_clips_are_vae_encoded_once_and_their_latents_reused():
+    """The real-video NLL term: a VAE model encodes each real clip once (train.real_latent_cache clips
+    kept, least recently used dropped); 0 encodes every step; pixel-space models never cache."""
+    from benchmarks.gpu_realsize import build
+    from ipo_ray.objective import PreferenceStep
+
+    torch.manual_seed(0)
+    policy, cfg = build("tiny", torch.device("cpu"), torch.float32)
+    frames = policy.codec.decode(torch.randn((3, *policy.latent_shape())))
+    step = PreferenceStep(policy, policy.transformer, cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"real_latent_cache": 2})}), torch.device("cpu"))
+    z1 = step.encode_real(frames[:2])
+    z2 = step.encode_real(frames[:2])
+    assert step.real_encoded == 2 and torch.equal(z1, z2) and z1.shape == (2, *policy.latent_shape())
+    step.encode_real(frames[2:])  # a third clip: encoded; the least recently used one is dropped
+    assert step.real_encoded == 3 and len(step.real_cache) == 2
+    step.encode_real(frames[1:3])
+    assert step.real_encoded == 3
+    step.encode_real(frames[:1])
+    assert step.real_encoded == 4
+    off = PreferenceStep(policy, policy.transformer, cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"real_latent_cache": 0})}), torch.device("cpu"))
+    off.encode_real(frames[:2])
+    off.encode_real(frames[:2])
+    assert off.real_encoded == 4 and not off.real_cache
+    pixel = PreferenceStep(T2VPolicy.build_tiny(tiny_config().model), None, tiny_config(), torch.device("cpu"))
+    pixel.encode_real(np.stack([render(P[0], 0)]))
+    assert not pixel.real_cache
