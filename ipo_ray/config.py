@@ -153,6 +153,8 @@ class TrainConfig(_Strict):
     num_workers: int = Field(2, ge=1)
     strategy: Literal["ddp", "fsdp"] = "ddp"
     use_gpu: bool = False
+    gpus_per_worker: float = Field(1.0, gt=0, le=8, description="with use_gpu: GPUs each train worker reserves; a "
+                                   "fraction shares a card with generator actors (loop.generator_gpus)")
     cpus_per_worker: float = Field(0.5, gt=0)
     batch_size: int = Field(8, ge=1, description="rows per worker per micro-batch")
     grad_accum: int = Field(1, ge=1)

@@ -82,6 +82,14 @@ def real_dataset(cfg: Config, n: int = 256):
     return ds
 
 
+def scaling_for(cfg: Config) -> ScalingConfig:
+    """The train workers' resources: ``cpus_per_worker`` CPUs and, on GPU, ``gpus_per_worker`` GPUs (a fraction
+    lets a worker share a card with generator actors: the generator is ~85% of a real-size run's GPU time)."""
+    t = cfg.train
+    return ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                         resources_per_worker={"CPU": t.cpus_per_worker} | ({"GPU": t.gpus_per_worker} if t.use_gpu else {}))
+
+
 def rows_per_group(cfg: Config) -> int:
     """The most training rows one prompt group makes: its DPO pairs, or one KTO/RWR/SFT row per video."""
     return cfg.algo.pairs_per_group if cfg.algo.name == "dpo" else cfg.sampling.num_per_prompt
@@ -224,9 +232,7 @@ class Loop:
                                "optimizer_state": str(ckpt / "optimizer.pt") if ckpt else None,
                                # Resume drills in tests: the driver's env var reaches the workers.
                                "fault_after_step": int(os.environ.get(FAULT_ENV, "0") or 0), **config},
-            scaling_config=ScalingConfig(num_workers=c.train.num_workers, use_gpu=c.train.use_gpu,
-                                         resources_per_worker={"CPU": c.train.cpus_per_worker}
-                                         | ({"GPU": 1} if c.train.use_gpu else {})),
+            scaling_config=scaling_for(c),
             datasets=datasets, dataset_config=DataConfig(datasets_to_split=["train"] if train_ds is not None else []),
             # A fresh name per attempt: a resumed run starts its own Ray Train run from our checkpoint.
             run_config=RunConfig(storage_path=str(self.run.path / "ray_train"), name=f"{name}-{int(time.time())}"))

@@ -60,3 +60,16 @@ def test_the_ipo_ray_command_is_installed():
     assert exe, "the ipo-ray console script is not on PATH (pip install -e .)"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "run" in out.stdout and "eval" in out.stdout
+
+
+def test_train_workers_reserve_the_configured_resources():
+    """The TorchTrainer's ScalingConfig: CPUs per worker, and on GPU a whole or fractional card per worker."""
+    from jobs.loop import scaling_for
+
+    cpu = scaling_for(load_config(ROOT / "configs" / "world-tiny.yaml"))
+    assert cpu.num_workers == 2 and not cpu.use_gpu and cpu.num_gpus_per_worker == 0
+    shared = scaling_for(load_config(ROOT / "configs" / "cogvideox-2b.yaml", ["train.gpus_per_worker=0.5"]))
+    assert shared.use_gpu and shared.num_gpus_per_worker == 0.5 and shared.num_cpus_per_worker == 4
+    assert scaling_for(load_config(ROOT / "configs" / "cogvideox-2b.yaml")).num_gpus_per_worker == 1
+    with pytest.raises(ConfigError, match="train.gpus_per_worker"):
+        load_config(ROOT / "configs" / "cogvideox-2b.yaml", ["train.gpus_per_worker=0"])
