@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -26,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.gpu_realsize import Clock  # noqa: E402
 from ipo_ray.critic.prompts import get_template, render as render_prompt  # noqa: E402
 from ipo_ray.critic.protocols import VLMCritic  # noqa: E402
 from ipo_ray.critic.tiny import QWEN2VL_CHAT_TEMPLATE, QWEN2VL_SPECIAL, critic_words, word_tokenizer  # noqa: E402
@@ -93,17 +93,7 @@ def measure(size: str, k: int, max_new_tokens: int, batch_size: int) -> dict:
     both orders, k(k-1) requests; binary: k requests)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
-
-    def timed(fn):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        out = fn()
-        if cuda:
-            torch.cuda.synchronize()
-        peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
-        return out, round(time.perf_counter() - t0, 3), peak
+    timed = Clock(device).run
 
     engine, build_s, _ = timed(lambda: build_engine(size, device, max_new_tokens, batch_size))
     res = {"size": size, "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,

@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ipo_ray.evaluate import summarize  # noqa: E402
 from ipo_ray.policy import T2VPolicy  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, splits  # noqa: E402
 
@@ -71,12 +72,11 @@ def measure(path: Path, seeds: int, steps: int, guidance: float, device: torch.d
             chunk = jobs[i:i + 512]
             frames, _ = policy.sample([p for p, _ in chunk], [s for _, s in chunk], steps, guidance)
             scores += [judge(f, p) for (p, _), f in zip(chunk, frames)]
+        s = summarize(np.asarray(scores), [p for p, _ in jobs])  # the eval entrypoint's numbers
         acc = (np.asarray(scores) >= ACCEPT).reshape(len(prompts), seeds).mean(axis=1)
-        hist = [int((acc == 0).sum()), int(((acc > 0) & (acc < .25)).sum()), int(((acc >= .25) & (acc < .5)).sum()),
-                int(((acc >= .5) & (acc < .75)).sum()), int(((acc >= .75) & (acc < 1)).sum()), int((acc == 1).sum())]
-        res[split] = {"videos": len(jobs), "acceptance": round(float(acc.mean()), 4),
-                      "mean_score": round(float(np.mean(scores)), 4),
-                      "in_range": round(float(((acc > .1) & (acc < .9)).mean()), 3), "histogram": hist,
+        res[split] = {"videos": s["n"], "acceptance": round(s["acceptance"], 4), "mean_score": round(s["mean_score"], 4),
+                      "in_range": round(s["frac_prompts_strictly_between_10_90"], 3),
+                      "histogram": list(s["per_prompt_hist"].values()),
                       "per_prompt": {p: float(a) for p, a in zip(prompts, acc)}}
     return res
 

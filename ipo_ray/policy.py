@@ -78,16 +78,15 @@ class T2VPolicy:
             mcfg = ModelConfig.model_validate(meta["model"])
             if cfg is not None:  # keep the run's fine-tuning choices, the checkpoint's sizes
                 mcfg = mcfg.model_copy(update={k: getattr(cfg, k) for k in RUN_CHOICES})
-            dtype = dtype or getattr(torch, mcfg.dtype)
             tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
-            codec = IdentityCodec() if meta["codec"] == "identity" else VAECodec.from_pretrained(path, dtype, tiling=mcfg.vae_tiling)
+            codec_kind = meta["codec"]
         else:
             if cfg is None:
                 raise ValueError(f"{path}: not an ipo-ray checkpoint; pass the model config for a diffusers model")
-            mcfg = cfg
-            dtype = dtype or getattr(torch, mcfg.dtype)
+            mcfg, codec_kind = cfg, "vae"
             tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", revision=cfg.revision)
-            codec = VAECodec.from_pretrained(path, dtype, tiling=cfg.vae_tiling)
+        dtype = dtype or getattr(torch, mcfg.dtype)
+        codec = IdentityCodec() if codec_kind == "identity" else VAECodec.from_pretrained(path, dtype, mcfg.vae_tiling)
         transformer = CogVideoXTransformer3DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
         text_encoder = T5EncoderModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
         sched_cls = DDIMScheduler

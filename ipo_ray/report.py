@@ -77,13 +77,16 @@ def rollout_acceptance(run_dir: Path) -> list[dict]:
              "mean_score": float(s.mean())} for v, s in g]
 
 
+def best_rollout(rollouts: list[dict]) -> dict | None:
+    """The record of the policy version whose own rollouts the critic scored best: highest acceptance, then
+    highest mean score, then the later version. A model-selection rule on training prompts and fresh seeds,
+    judged by the training critic (never by the evaluation)."""
+    return max(rollouts, key=lambda r: (r["acceptance"], r["mean_score"], r["policy_version"])) if rollouts else None
+
+
 def best_version(rollouts: list[dict]) -> int | None:
-    """The policy version whose own rollouts the critic scored best: highest acceptance, then highest mean
-    score, then the later version. A model-selection rule on training prompts and fresh seeds, judged by
-    the training critic (never by the evaluation)."""
-    if not rollouts:
-        return None
-    return max(rollouts, key=lambda r: (r["acceptance"], r["mean_score"], r["policy_version"]))["policy_version"]
+    r = best_rollout(rollouts)
+    return None if r is None else r["policy_version"]
 
 
 def throughput(run_dir: Path, recs: list[dict]) -> dict[str, list[tuple[float, float]]]:
@@ -124,11 +127,10 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
     if summary.is_file():
         parts.append("<h2>Summary</h2><pre>" + html.escape(summary.read_text()) + "</pre>")
     ra = rollout_acceptance(run_dir)
-    best = best_version(ra)
-    if best is not None:
-        r = next(x for x in ra if x["policy_version"] == best)
+    r = best_rollout(ra)
+    if r is not None:
         parts.append(f"<p>Best version by its own rollouts (the critic's scores, training prompts, fresh seeds): "
-                     f"<b>v{best}</b>, acceptance {r['acceptance']:.3f} over {r['n']} videos "
+                     f"<b>v{r['policy_version']}</b>, acceptance {r['acceptance']:.3f} over {r['n']} videos "
                      f"(<code>--version best</code>). The evaluation below is independent of this choice.</p>")
     evals = eval_summaries(run_dir)
     charts = [

@@ -130,6 +130,10 @@ def cmd_eval_critic(args) -> int:
     return run(args)
 
 
+VERSION_HELP = ("'base', 'best' (the version whose own rollouts the critic scored best, from summary.json), "
+                "a policy version number; default the latest")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ipo-ray", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_pretrain)
     p = sub.add_parser("eval", help="sample fixed prompts x seeds from a checkpoint and judge them")
     p.add_argument("--run-dir", required=True, help="a run directory, or a base checkpoint directory")
-    p.add_argument("--version", default=None, help="'base', 'best' (the version whose own rollouts the critic scored best, from summary.json), a policy version number; default the latest")
+    p.add_argument("--version", default=None, help=VERSION_HELP)
     p.add_argument("--prompts", default="world:train", help="world:train | world:heldout | .txt | .parquet | .jsonl")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--seed-offset", type=int, default=10_000)
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("serve", help="serve a run's tuned generator over HTTP (Ray Serve)")
     p.add_argument("--run-dir", required=True, help="a run directory, or a base checkpoint directory")
-    p.add_argument("--version", default=None, help="'base', 'best' (the version whose own rollouts the critic scored best, from summary.json), a policy version number; default the latest")
+    p.add_argument("--version", default=None, help=VERSION_HELP)
     p.add_argument("--host", default=None, help="HTTP bind address (default serve.host: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default serve.port: 8000)")
     p.add_argument("--token", default=None,

@@ -290,11 +290,14 @@ class Loop:
             raise feeder.error
         feeder.round_done(c.loop.rounds - 1)
 
+    def round_data(self, r: int) -> Path:
+        return self.run.path / "data" / f"round_{r:03d}"
+
     def rollout_round(self, prompts: list[str], r: int, allow_empty: bool = False) -> float | None:
         """Roll round ``r`` out with the store's policy version into ``data/round_r`` (unless it is already
         there: then None, else the seconds it took); every sample is also logged under ``samples/``."""
         t0 = time.time()
-        data = self.run.path / "data" / f"round_{r:03d}"
+        data = self.round_data(r)
         if data.is_dir():  # resumed: the rollout ran before the restart
             return None
         tmp = data.with_name(data.name + ".tmp")  # a half-written round is regenerated from scratch
@@ -324,7 +327,7 @@ class Loop:
         # Read once into the object store; each rank gets an equal part and replays it epochs_per_round
         # times (a seeded block order per epoch, then its local shuffle buffer). A full random_shuffle (an
         # all-to-all exchange) cost more than the training on small rounds (docs/ARCHITECTURE.md, "Data path").
-        read = ray.data.read_parquet(str(self.run.path / "data" / f"round_{r:03d}")).materialize()
+        read = ray.data.read_parquet(str(self.round_data(r))).materialize()
         n_rows = read.count()  # from the materialised blocks' metadata
         if n_rows < c.train.num_workers * c.train.batch_size:
             self.too_few_rows(r, n_rows)
