@@ -76,10 +76,15 @@ class PretrainConfig(_Strict):
     shape_pairs: int = Field(0, ge=0, description="contrast pairs per batch: one scene drawn as a square and as a "
                              "circle, each under its own caption (teaches the shape word)")
     shape_weight: float = Field(0.0, ge=0, description="extra loss weight on the pixels where a pair's two shapes differ")
+    grow_layers: int = Field(0, ge=0, description="add this many transformer blocks to the init_from base, each "
+                             "starting as an identity (zero residual gates): more capacity, same outputs at step 0")
     seed: int = 0
 
     @model_validator(mode="after")
     def _pairs_fit(self):
+        if self.grow_layers and not self.init_from:
+            raise PydanticCustomError("pretrain", "pretrain.grow_layers: needs pretrain.init_from (a base to grow); "
+                                      "for a larger model from scratch set model.tiny.num_layers", {})
         if 2 * self.shape_pairs > self.batch_size:
             raise PydanticCustomError("pretrain", "pretrain.shape_pairs: {p} pairs need {n} clips but pretrain.batch_size "
                                       "is {b}", {"p": self.shape_pairs, "n": 2 * self.shape_pairs, "b": self.batch_size})
@@ -294,6 +299,8 @@ def _format(err: ValidationError) -> str:
         msg = "unknown field"
     got = e.get("input")
     suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "extra_forbidden" else ""
+    if msg.startswith(loc + "."):  # a section's own check already names the field (pretrain.shape_pairs: ...)
+        return f"config error: {msg}{suffix}"
     return f"config error: {loc}: {msg}{suffix}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 from pathlib import Path
 
@@ -278,6 +279,7 @@ class T2VPolicy:
         use_cfg = guidance_scale > 1.0
         ctx = torch.cat([self.null_cond(n), cond]) if use_cfg else cond
         old_x0 = None
+        step_kw = {"eta": 0.0} if "eta" in inspect.signature(sched.step).parameters else {}  # DDIM: deterministic
         for i, t in enumerate(sched.timesteps):
             inp = torch.cat([x, x]) if use_cfg else x
             tt = t.expand(inp.shape[0]).to(self.device)
@@ -289,7 +291,7 @@ class T2VPolicy:
                 prev_t = sched.timesteps[i - 1] if i > 0 else None
                 x, old_x0 = sched.step(pred, old_x0, t, prev_t, x.float(), return_dict=False)
             else:
-                x = sched.step(pred, t, x.float(), eta=0.0, return_dict=False)[0]
+                x = sched.step(pred, t, x.float(), **step_kw, return_dict=False)[0]
             x = x.to(dtype)
         return x.float()
 

@@ -97,6 +97,58 @@ def adopt_world_tokenizer(policy: T2VPolicy, log=print) -> None:
     log(f"pretrain: text encoder moved to the current world tokenizer ({len(old_vocab)} -> {len(new_vocab)} tokens)")
 
 
+def batch_loss(policy: T2VPolicy, rng: np.random.Generator, train_prompts: list[str], cfg: Config) -> torch.Tensor:
+    """One pretraining batch's loss: world clips (a ``flawed_fraction`` flawed), ``shape_pairs`` contrast
+    pairs with ``shape_weight`` on the pixels where a pair differs, text dropout, timesteps tilted to high noise."""
+    pc, device = cfg.pretrain, policy.device
+    prompts, videos = world_batch(rng, train_prompts, pc.batch_size - 2 * pc.shape_pairs, cfg, pc.flawed_fraction)
+    weight = None
+    if pc.shape_pairs:
+        p2, v2, diff = shape_pairs_batch(rng, train_prompts, pc.shape_pairs, cfg)
+        prompts, videos = prompts + p2, np.concatenate([videos, v2])
+        mask = np.concatenate([np.zeros((len(videos) - len(v2), *diff.shape[1:]), bool), diff])
+        weight = (1.0 + pc.shape_weight * torch.from_numpy(mask).float()[:, :, None]).to(device)  # [B, F, 1, H, W]
+    prompts = ["" if rng.random() < pc.text_dropout else p for p in prompts]
+    x0 = frames_to_unit(videos).to(device)
+    cond = policy.encode_prompts_trainable(prompts)
+    noise, t = policy.sample_noise_and_t(len(prompts))
+    t = high_noise_timesteps(t, pc.high_noise_fraction, policy.scheduler.config.num_train_timesteps)
+    return policy.training_error(x0, cond, t, noise, weight=weight).mean()
+
+
+def grow_transformer(transformer, extra: int):
+    """A copy of ``transformer`` with ``extra`` more blocks: the old blocks keep their order and weights, a new
+    block goes after every ``num_layers // extra``-th old one, and each new block's residual gates (image and
+    text, attention and MLP; adaLN-zero) start at zero, so the grown model computes exactly what the old one
+    did and only adds capacity. Returns the model and the block order (old index, or None for a new block)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    n = transformer.config.num_layers
+    every = max(1, n // extra)
+    order: list[int | None] = []
+    for j in range(n):
+        order.append(j)
+        if order.count(None) < extra and (j + 1) % every == 0:
+            order.append(None)
+    order += [None] * (extra - order.count(None))
+    grown = CogVideoXTransformer3DModel.from_config({**transformer.config, "num_layers": n + extra})
+    state = {k: v for k, v in transformer.state_dict().items() if not k.startswith("transformer_blocks.")}
+    for i, j in enumerate(order):
+        if j is not None:
+            state.update({f"transformer_blocks.{i}.{k}": v for k, v in transformer.transformer_blocks[j].state_dict().items()})
+    missing = grown.load_state_dict(state, strict=False).missing_keys
+    assert all(k.startswith("transformer_blocks.") for k in missing), missing
+    d = grown.config.num_attention_heads * grown.config.attention_head_dim
+    with torch.no_grad():
+        for i in (i for i, j in enumerate(order) if j is None):
+            for norm in (grown.transformer_blocks[i].norm1, grown.transformer_blocks[i].norm2):
+                for c in (2, 5):  # chunks of the adaLN linear: shift, scale, gate, enc_shift, enc_scale, enc_gate
+                    norm.linear.weight[c * d:(c + 1) * d] = 0
+                    norm.linear.bias[c * d:(c + 1) * d] = 0
+    dtype = next(transformer.parameters()).dtype
+    return (grown if dtype == torch.float32 else grown.to(dtype)), order
+
+
 def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     """Train a fresh tiny base; writes a diffusers-format checkpoint to ``out`` and returns it."""
     pc = cfg.pretrain
@@ -106,6 +158,11 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     policy = T2VPolicy.from_pretrained(pc.init_from) if pc.init_from else T2VPolicy.build_tiny(cfg.model)
     if pc.init_from:
         adopt_world_tokenizer(policy, log)
+    if pc.grow_layers:
+        policy.transformer, order = grow_transformer(policy.transformer, pc.grow_layers)
+        tiny = policy.cfg.tiny.model_copy(update={"num_layers": policy.transformer.config.num_layers})
+        policy.cfg = policy.cfg.model_copy(update={"tiny": tiny})
+        log(f"pretrain: transformer grown to {len(order)} blocks (new blocks start as identities): {order}")
     device = torch.device("cuda" if pc.device == "cuda" or (pc.device == "auto" and torch.cuda.is_available()) else "cpu")
     policy.to(device)
     policy.text_encoder.requires_grad_(True).train()
@@ -124,19 +181,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     bar = tqdm(range(pc.steps), desc="pretrain", mininterval=5)
     step = 0
     for step in bar:
-        prompts, videos = world_batch(rng, train_prompts, pc.batch_size - 2 * pc.shape_pairs, cfg, pc.flawed_fraction)
-        weight = None
-        if pc.shape_pairs:
-            p2, v2, diff = shape_pairs_batch(rng, train_prompts, pc.shape_pairs, cfg)
-            prompts, videos = prompts + p2, np.concatenate([videos, v2])
-            mask = np.concatenate([np.zeros((len(videos) - len(v2), *diff.shape[1:]), bool), diff])
-            weight = (1.0 + pc.shape_weight * torch.from_numpy(mask).float()[:, :, None]).to(device)  # [B, F, 1, H, W]
-        prompts = ["" if rng.random() < pc.text_dropout else p for p in prompts]
-        x0 = frames_to_unit(videos).to(device)
-        cond = policy.encode_prompts_trainable(prompts)
-        noise, t = policy.sample_noise_and_t(len(prompts))
-        t = high_noise_timesteps(t, pc.high_noise_fraction, policy.scheduler.config.num_train_timesteps)
-        loss = policy.training_error(x0, cond, t, noise, weight=weight).mean()
+        loss = batch_loss(policy, rng, train_prompts, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -161,7 +206,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     info = {"steps": step + 1, "minutes": (time.time() - start) / 60.0, "final_loss": float(np.mean(losses[-100:])),
             "params": policy.num_parameters(), "flawed_fraction": pc.flawed_fraction, "seed": pc.seed,
             "batch_size": pc.batch_size, "lr": pc.lr, "ema_decay": pc.ema_decay, "high_noise_fraction": pc.high_noise_fraction,
-            "shape_pairs": pc.shape_pairs, "shape_weight": pc.shape_weight,
+            "shape_pairs": pc.shape_pairs, "shape_weight": pc.shape_weight, "grow_layers": pc.grow_layers,
             "total_steps": step + 1 + prev.get("total_steps", prev.get("steps", 0)),
             "total_minutes": (time.time() - start) / 60.0 + prev.get("total_minutes", prev.get("minutes", 0.0)),
             "init_from": pc.init_from, "device": str(device)}

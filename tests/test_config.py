@@ -24,6 +24,7 @@ def test_overrides_apply_with_yaml_types():
     ("algo.colour=red", r"^config error: algo\.colour: unknown field$"),
     ("train.lr=fast", r"^config error: train\.lr: Input should be a valid number"),
     ("critic.backend=gpt", r"^config error: critic\.backend: Input should be "),
+    ("pretrain.grow_layers=2", r"^config error: pretrain\.grow_layers: needs pretrain\.init_from"),
     ("rounds", r"expected key=value"),
 ])
 def test_errors_are_one_line_and_name_the_field(override, expect):

@@ -19,6 +19,13 @@ def test_pretrain_job_at_a_small_budget_then_eval(tmp_path):
                                                          "pretrain.shape_pairs=1", "pretrain.shape_weight=5"]), [])]) == 0
     info = json.loads((out / "pretrain_info.json").read_text())
     assert info["steps"] == 30 and info["flawed_fraction"] == 0.3 and info["shape_pairs"] == 1
+    # a continuation that grows the transformer by a block (what the committed base's last stage did)
+    grown = tmp_path / "grown"
+    assert main(["pretrain", "--config", str(ROOT / "configs" / "world-tiny.yaml"), "--out", str(grown),
+                 *sum((["--set", o] for o in TINY + ["pretrain.steps=3", "pretrain.batch_size=4",
+                                                         f"pretrain.init_from={out}", "pretrain.grow_layers=1"]), [])]) == 0
+    assert json.loads((grown / "transformer" / "config.json").read_text())["num_layers"] == 2
+    assert json.loads((grown / "pretrain_info.json").read_text())["grow_layers"] == 1
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square moves from left to right\na blue circle grows\n")
     assert main(["eval", "--run-dir", str(out), "--version", "base", "--prompts", str(prompts), "--seeds", "3",
@@ -51,6 +58,30 @@ def test_shape_pairs_show_one_scene_with_each_shape_under_its_own_train_caption(
         assert (videos[i] != videos[i + 1]).any(axis=-1).tolist() == diff[i].tolist() and diff[i].any()
         for v, p, other in ((videos[i], a, b), (videos[i + 1], b, a)):
             assert judge_details(v, p)["score"] >= 0.95 and judge_details(v, other)["shape"] < 0.5
+
+
+def test_a_grown_transformer_starts_as_the_old_one_and_its_new_blocks_learn():
+    import torch
+
+    from ipo_ray.policy import T2VPolicy
+    from ipo_ray.pretrain import grow_transformer
+
+    from .conftest import tiny_config
+
+    torch.manual_seed(0)
+    policy = T2VPolicy.build_tiny(tiny_config("model.tiny.num_layers=3").model)
+    old = policy.transformer
+    for extra, order in ((1, [0, 1, 2, None]), (2, [0, None, 1, None, 2]), (4, [0, None, 1, None, 2, None, None])):
+        grown, got = grow_transformer(old, extra)
+        assert got == order and grown.config.num_layers == 3 + extra
+    x = torch.randn(2, *policy.latent_shape())
+    cond, t = policy.encode_prompts(["a red square falls down"] * 2), torch.tensor([700, 100])
+    out = old(hidden_states=x, encoder_hidden_states=cond, timestep=t, return_dict=False)[0]
+    new = grown(hidden_states=x, encoder_hidden_states=cond, timestep=t, return_dict=False)[0]
+    assert torch.equal(out, new)  # exactly the old function
+    new.pow(2).mean().backward()
+    added = grown.transformer_blocks[1].norm1.linear.weight.grad
+    assert added is not None and added.abs().sum() > 0  # the zero gates get gradient: the new blocks can learn
 
 
 def test_eval_prompt_files(tmp_path):

@@ -175,6 +175,19 @@ def test_save_load_round_trip(policy, tmp_path):
     assert loaded.cfg.tiny == policy.cfg.tiny
 
 
+def test_a_checkpoint_with_another_diffusers_scheduler_samples_with_it(policy, tmp_path):
+    """DPM-Solver++ (no DDIM eta argument) saved with the checkpoint is loaded and stepped."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    policy.scheduler = DPMSolverMultistepScheduler.from_config(policy.scheduler.config)
+    policy.save(tmp_path / "dpm")
+    loaded = T2VPolicy.from_pretrained(str(tmp_path / "dpm"))
+    assert type(loaded.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    a, _ = loaded.sample(P, [4, 5], steps=4)
+    b, _ = loaded.sample(P, [4, 5], steps=4)
+    assert np.array_equal(a, b) and a.shape == (2, 8, 16, 16, 3)
+
+
 def test_policy_state_round_trip(policy):
     other = T2VPolicy.build_tiny(tiny_config().model)
     other.text_encoder = policy.text_encoder  # frozen and shared: a weight sync ships the transformer only
