@@ -1,9 +1,9 @@
 """CI guard for learning: a short run of the Ray loop from the committed world base must move the judge.
 
 One prompt the base gets right about a quarter of the time ("a blue circle moves from left to right":
-12 of the 48 evaluation seeds), one round of best-of-64 SFT through the whole loop (generator actor, world
+14 of the 48 evaluation seeds), one round of best-of-64 SFT through the whole loop (generator actor, world
 critic, rows, Ray Train with 2 DDP workers, publish), then the published policy v1 and the base are
-judged on the same 48 fresh seeds. Measured in-process with the same pieces: 0.25 -> 0.71. A broken loss,
+judged on the same 48 fresh seeds (passed with the committed base of 2026-11-23, 0.29 before). A broken loss,
 row builder, optimizer step or publish leaves v1 at the base's rate (or breaks it), and this fails.
 """
 
@@ -47,5 +47,5 @@ def test_one_round_of_the_loop_moves_the_judge(ray_local, tmp_path):
     base = acceptance(load_base_policy(cfg), cfg)
     tuned, _ = RunDir(run_dir).load_policy(1)
     after = acceptance(tuned, cfg)
-    assert 0.1 <= base <= 0.4, base  # the committed base: 0.25
+    assert 0.1 <= base <= 0.4, base  # the committed base: 0.29
     assert after >= base + 0.2, (base, after)
