@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,22 +27,32 @@ from benchmarks.results import update_section  # noqa: E402
 STORE = ROOT / "benchmarks" / "learning"
 
 
+def landed(path: Path) -> str:
+    """The commit that added a stored row: its command reproduces it with that commit's default and base."""
+    out = subprocess.run(["git", "log", "--diff-filter=A", "--format=%h", "--", str(path)], cwd=ROOT,
+                         capture_output=True, text=True)
+    return (out.stdout.split() or ["(this tree)"])[-1]
+
+
 def table() -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(STORE.glob("*.json"))]
+    paths = sorted(STORE.glob("*.json"))
+    rows = [json.loads(p.read_text()) for p in paths]
     lines = ["Acceptance = world-judge score >= 0.8 on fixed prompts and seeds, the same for every checkpoint of a "
              "row (videos per split in the last column: 256 per split for the settings, fewer for the quick "
              "probes). Mean score is the judge's mean, a less noisy signal than acceptance. Round times are wall "
-             "seconds on this 2-core machine (generation + judging + training).", "",
+             "seconds on this 2-core machine (generation + judging + training). The committed base and the default "
+             "config change over time: a row's command reproduces it at the commit in its last column.", "",
              "| setting | command | train acceptance: base -> round 1 -> 2 -> 3 | held-out acceptance | "
-             "train mean score | train gain | held-out gain | s per round | videos (train / held-out) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "train mean score | train gain | held-out gain | s per round | videos (train / held-out) | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for path, r in zip(paths, rows):
         ev = r["evals"]
         tr, he, tm = [e["train"] for e in ev], [e["heldout"] for e in ev], [e["train_mean"] for e in ev]
         lines.append(f"| {r['name']} | `{r['command']}` | {' -> '.join(f'{x:.3f}' for x in tr)} | "
                      f"{' -> '.join(f'{x:.3f}' for x in he)} | {' -> '.join(f'{x:.3f}' for x in tm)} | "
                      f"{100 * (tr[-1] - tr[0]):+.1f} pts | {100 * (he[-1] - he[0]):+.1f} pts | "
-                     f"{' / '.join(f'{s:.0f}' for s in r['round_seconds'])} | {ev[0]['n_train']} / {ev[0]['n_heldout']} |")
+                     f"{' / '.join(f'{s:.0f}' for s in r['round_seconds'])} | {ev[0]['n_train']} / {ev[0]['n_heldout']} | "
+                     f"{landed(path)} |")
     return "\n".join(lines)
 
 
