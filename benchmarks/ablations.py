@@ -43,7 +43,8 @@ ROWS: dict[str, tuple[str, list[str], bool]] = {
     "dpo-offline": ("2: DPO, one round, same 168 videos", ["algo.name=dpo", "loop.rounds=1",
                                                           "loop.prompts_per_round=21"], False),
     "dpo-no-real": ("3: DPO without the real-video NLL", ["algo.name=dpo", "algo.lambda_real=0"], False),
-    "dpo-noise84": ("4: DPO, critic at 84% pairwise accuracy", ["algo.name=dpo", "critic.noise_accuracy=0.84"], False),
+    "dpo-noise84": ("4: DPO, critic at 84% label accuracy (pointwise noise: "
+                    "the label is replaced 16% of the time)", ["algo.name=dpo", "critic.noise_accuracy=0.84"], False),
     "rwr-flow": ("5: RWR on the optical-flow metric reward", ["algo.name=rwr", "critic.backend=flow"], False),
     "dpo-semi": ("6: DPO semi-online (sync every 4 steps)", ["algo.name=dpo", "loop.mode=semi_online",
                                                             "loop.sync_every=4"], False),
