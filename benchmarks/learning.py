@@ -43,15 +43,18 @@ def table() -> str:
              "seconds on this 2-core machine (generation + judging + training). The committed base and the default "
              "config change over time: a row's command reproduces it at the commit in its last column.", "",
              "| setting | command | train acceptance: base -> round 1 -> 2 -> 3 | held-out acceptance | "
-             "train mean score | train gain | held-out gain | s per round | videos (train / held-out) | commit |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "train mean score | dyn. (both splits) | train gain | held-out gain | s per round | videos (train / held-out) | "
+             "commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path, r in zip(paths, rows):
         ev = r["evals"]
         tr, he, tm = [e["train"] for e in ev], [e["heldout"] for e in ev], [e["train_mean"] for e in ev]
+        dyn = [e.get("dynamic_degree") for e in ev]
+        dyn_s = " -> ".join(f"{x:.2f}" for x in dyn) if all(x is not None for x in dyn) else "-"
         lines.append(f"| {r['name']} | `{r['command']}` | {' -> '.join(f'{x:.3f}' for x in tr)} | "
-                     f"{' -> '.join(f'{x:.3f}' for x in he)} | {' -> '.join(f'{x:.3f}' for x in tm)} | "
+                     f"{' -> '.join(f'{x:.3f}' for x in he)} | {' -> '.join(f'{x:.3f}' for x in tm)} | {dyn_s} | "
                      f"{100 * (tr[-1] - tr[0]):+.1f} pts | {100 * (he[-1] - he[0]):+.1f} pts | "
-                     f"{' / '.join(f'{s:.0f}' for s in r['round_seconds'])} | {ev[0]['n_train']} / {ev[0]['n_heldout']} | "
+                     f"{' / '.join(f'{s:.0f}' for s in r['round_seconds']) or 'one stream: %.0f' % r['loop_seconds']} | {ev[0]['n_train']} / {ev[0]['n_heldout']} | "
                      f"{landed(path)} |")
     return "\n".join(lines)
 
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
             s = json.loads((run_dir / "eval" / f"v{v:06d}" / "summary.json").read_text())
             evals.append({"version": v, "train": s["train"]["acceptance"], "heldout": s["heldout"]["acceptance"],
                           "train_mean": s["train"]["mean_score"], "heldout_mean": s["heldout"]["mean_score"],
-                          "n_train": s["train"]["n"], "n_heldout": s["heldout"]["n"]})
+                          "n_train": s["train"]["n"], "n_heldout": s["heldout"]["n"],
+                          "dynamic_degree": s.get("dynamic_degree"), "temporal_flicker": s.get("temporal_flicker")})
         recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         rounds = [r for r in recs if r.get("event") == "round"]
         STORE.mkdir(parents=True, exist_ok=True)
