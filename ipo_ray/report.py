@@ -84,8 +84,15 @@ def best_rollout(rollouts: list[dict]) -> dict | None:
     return max(rollouts, key=lambda r: (r["acceptance"], r["mean_score"], r["policy_version"])) if rollouts else None
 
 
-def best_version(rollouts: list[dict]) -> int | None:
-    r = best_rollout(rollouts)
+# A pairwise critic's score is a video's win rate within its own group (the mean is 0.5 by construction), so
+# its rollout "acceptance" says nothing about which version is better: no best version is named then.
+NO_BEST_PAIRWISE = ("no best_version: the critic is pairwise, its scores are win rates within each group and do not "
+                    "compare policy versions; pick a version by evaluation (ipo-ray eval) and pass --version N")
+
+
+def best_version(rollouts: list[dict], protocol: str = "score") -> int | None:
+    """The version :func:`best_rollout` picks; None without rollouts or when the critic is pairwise."""
+    r = best_rollout(rollouts) if protocol != "pairwise" else None
     return None if r is None else r["policy_version"]
 
 
@@ -127,7 +134,10 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
     if summary.is_file():
         parts.append("<h2>Summary</h2><pre>" + html.escape(summary.read_text()) + "</pre>")
     ra = rollout_acceptance(run_dir)
-    r = best_rollout(ra)
+    summ = json.loads(summary.read_text()) if summary.is_file() else {}
+    r = best_rollout(ra) if summ.get("best_version_note") is None else None
+    if summ.get("best_version_note"):
+        parts.append(f"<p>{html.escape(summ['best_version_note'])}.</p>")
     if r is not None:
         parts.append(f"<p>Best version by its own rollouts (the critic's scores, training prompts, fresh seeds): "
                      f"<b>v{r['policy_version']}</b>, acceptance {r['acceptance']:.3f} over {r['n']} videos "

@@ -109,7 +109,10 @@ class RunDir:
     def best_version(self) -> int:
         """The version the finished run's summary names as best by its rollouts (``loop.score_final``)."""
         f = self.path / "summary.json"
-        best = json.loads(f.read_text()).get("best_version") if f.is_file() else None
+        summary = json.loads(f.read_text()) if f.is_file() else {}
+        best = summary.get("best_version")
+        if best is None and summary.get("best_version_note"):
+            raise ValueError(f"--version best: run dir {str(self.path)!r} has {summary['best_version_note']}")
         if best is None:
             raise ValueError(f"--version best: run dir {str(self.path)!r} has no best_version in summary.json "
                              "(a finished run writes it from its rollouts; loop.score_final scores the last version)")

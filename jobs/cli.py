@@ -64,6 +64,8 @@ def cmd_run(args) -> int:
     print(f"policy checkpoints: {summary['run_dir']}/policies (latest v{summary['final_version']})")
     if summary.get("best_version") is not None:
         print(f"best by its own rollouts (critic scores): v{summary['best_version']} (--version best)")
+    elif summary.get("best_version_note"):
+        print(summary["best_version_note"])
     if summary.get("report"):
         print(f"report: {summary['report']}")
     return 0

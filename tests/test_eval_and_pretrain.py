@@ -164,7 +164,7 @@ def test_copied_evaluation_points_at_its_own_videos(tmp_path):
 
 def test_best_version_rule_and_a_clear_error_without_one(tmp_path):
     """Selection by the rollouts' own critic scores: acceptance, then mean score, then the later version."""
-    from ipo_ray.report import best_version
+    from ipo_ray.report import NO_BEST_PAIRWISE, best_version
     from ipo_ray.run_dir import RunDir
 
     r = lambda v, a, m: {"policy_version": v, "acceptance": a, "mean_score": m, "n": 8}  # noqa: E731
@@ -172,9 +172,14 @@ def test_best_version_rule_and_a_clear_error_without_one(tmp_path):
     assert best_version([r(0, 0.5, 0.6), r(1, 0.7, 0.5), r(2, 0.6, 0.9)]) == 1
     assert best_version([r(0, 0.5, 0.6), r(1, 0.5, 0.7), r(2, 0.5, 0.65)]) == 1
     assert best_version([r(0, 0.5, 0.6), r(1, 0.5, 0.6)]) == 1
+    # A pairwise critic's scores are within-group win rates (mean 0.5 whatever the version): no pick.
+    assert best_version([r(0, 0.165, 0.5), r(1, 0.155, 0.5)], protocol="pairwise") is None
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     with pytest.raises(ValueError, match="--version best: .* no best_version in summary.json"):
+        run.best_version()
+    (run.path / "summary.json").write_text(json.dumps({"best_version": None, "best_version_note": NO_BEST_PAIRWISE}))
+    with pytest.raises(ValueError, match="--version best: .* the critic is pairwise, .* pass --version N"):
         run.best_version()
     (run.path / "summary.json").write_text('{"best_version": 3}')
     assert run.best_version() == 3
