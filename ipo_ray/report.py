@@ -96,6 +96,14 @@ def best_version(rollouts: list[dict], protocol: str = "score") -> int | None:
     return None if r is None else r["policy_version"]
 
 
+def best_fields(rollouts: list[dict], protocol: str = "score") -> dict:
+    """summary.json's ``best_version`` (and, when a pairwise critic cannot rank versions, why not)."""
+    out: dict = {"best_version": best_version(rollouts, protocol)}
+    if protocol == "pairwise" and rollouts:
+        out["best_version_note"] = NO_BEST_PAIRWISE
+    return out
+
+
 def throughput(run_dir: Path, recs: list[dict]) -> dict[str, list[tuple[float, float]]]:
     """Generator videos/s per round (the round's videos over its generation seconds) and trainer
     rows/s between consecutive optimizer steps, averaged per round."""
@@ -130,14 +138,15 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
         if (run_dir / "metrics.jsonl").is_file() else []
     steps = [r for r in recs if r.get("event") == "step"]
     parts = [f"<h1>ipo-ray run report</h1><p>run directory: <code>{html.escape(str(run_dir))}</code></p>"]
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        parts.append("<h2>Summary</h2><pre>" + html.escape(summary.read_text()) + "</pre>")
+    summary_file = run_dir / "summary.json"
+    summary_text = summary_file.read_text() if summary_file.is_file() else ""
+    if summary_text:
+        parts.append("<h2>Summary</h2><pre>" + html.escape(summary_text) + "</pre>")
+    note = json.loads(summary_text).get("best_version_note") if summary_text else None
     ra = rollout_acceptance(run_dir)
-    summ = json.loads(summary.read_text()) if summary.is_file() else {}
-    r = best_rollout(ra) if summ.get("best_version_note") is None else None
-    if summ.get("best_version_note"):
-        parts.append(f"<p>{html.escape(summ['best_version_note'])}.</p>")
+    r = None if note else best_rollout(ra)
+    if note:
+        parts.append(f"<p>{html.escape(note)}.</p>")
     if r is not None:
         parts.append(f"<p>Best version by its own rollouts (the critic's scores, training prompts, fresh seeds): "
                      f"<b>v{r['policy_version']}</b>, acceptance {r['acceptance']:.3f} over {r['n']} videos "

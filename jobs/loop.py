@@ -30,7 +30,7 @@ from actors.weight_store import WeightStore
 from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
 from ipo_ray.local_ray import init_local_ray
-from ipo_ray.report import NO_BEST_PAIRWISE, best_version, rollout_acceptance
+from ipo_ray.report import best_fields, rollout_acceptance
 from ipo_ray.run_dir import RunDir
 from ipo_ray.trainer import FAULT_ENV, train_loop_per_worker
 from ipo_ray.wandb_log import WandbLogger
@@ -403,9 +403,7 @@ class Loop:
             rollouts = rollout_acceptance(self.run.path)
             summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
                        "final_version": self.run.latest_version(), **self.accounting(),
-                       "best_version": best_version(rollouts, c.critic.protocol), "rollouts": rollouts}
-            if c.critic.protocol == "pairwise" and rollouts:
-                summary["best_version_note"] = NO_BEST_PAIRWISE
+                       **best_fields(rollouts, c.critic.protocol), "rollouts": rollouts}
             (self.run.path / "summary.json").write_text(json.dumps(summary, indent=2))
         finally:
             self.wandb.finish(summary, failed=summary is None)
