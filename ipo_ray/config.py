@@ -78,10 +78,25 @@ class PretrainConfig(_Strict):
     shape_weight: float = Field(0.0, ge=0, description="extra loss weight on the pixels where a pair's two shapes differ")
     grow_layers: int = Field(0, ge=0, description="add this many transformer blocks to the init_from base, each "
                              "starting as an identity (zero residual gates): more capacity, same outputs at step 0")
+    flaws: list[Literal["reversed", "vanish", "wrong_color", "frozen", "wrong_shape"]] = Field(
+        ["reversed", "vanish", "wrong_color", "frozen", "wrong_shape"], min_length=1,
+        description="the failure modes a flawed clip is drawn from (uniformly)")
+    word_weights: dict[str, float] = Field({}, description="how often train prompts are drawn, by word: a prompt's "
+                                           "weight is the product of its words' weights (e.g. {square: 2}); default 1")
     seed: int = 0
 
     @model_validator(mode="after")
     def _pairs_fit(self):
+        from .world.grammar import vocabulary
+
+        vocab = vocabulary()
+        for word, w in self.word_weights.items():
+            if word not in vocab:
+                raise PydanticCustomError("pretrain", "pretrain.word_weights: unknown word '{w}'; allowed: {v}",
+                                          {"w": word, "v": ", ".join(vocab)})
+            if not w > 0:
+                raise PydanticCustomError("pretrain", "pretrain.word_weights: weight of '{w}' must be > 0 (got {x})",
+                                          {"w": word, "x": w})
         if self.grow_layers and not self.init_from:
             raise PydanticCustomError("pretrain", "pretrain.grow_layers: needs pretrain.init_from (a base to grow); "
                                       "for a larger model from scratch set model.tiny.num_layers", {})

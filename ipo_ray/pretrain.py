@@ -22,17 +22,27 @@ from .codec import frames_to_unit
 from .config import Config
 from .policy import T2VPolicy
 from .tokenizer import build_world_tokenizer
-from .world import FLAWS, render, splits
+from .world import render, splits
+
+
+def prompt_probs(prompts: list[str], word_weights: dict[str, float]) -> np.ndarray:
+    """Sampling probability of each prompt: the product of its words' weights (1 for unlisted words), normalised."""
+    w = np.array([math.prod(word_weights.get(word, 1.0) for word in p.split()) for p in prompts], np.float64)
+    return w / w.sum()
 
 
 def world_batch(rng: np.random.Generator, prompts: list[str], n: int, cfg: Config,
                 flawed_fraction: float) -> tuple[list[str], np.ndarray]:
-    """``n`` (prompt, video) training clips; a fraction carry a flaw under the correct caption."""
-    m = cfg.model
-    chosen = [prompts[i] for i in rng.integers(len(prompts), size=n)]
+    """``n`` (prompt, video) training clips, prompts drawn by ``pretrain.word_weights``; a fraction carry a
+    flaw from ``pretrain.flaws`` under the correct caption."""
+    m, pc = cfg.model, cfg.pretrain
+    p = prompt_probs(prompts, pc.word_weights) if pc.word_weights else None
+    chosen = [prompts[i] for i in rng.choice(len(prompts), size=n, p=p)] if p is not None else \
+        [prompts[i] for i in rng.integers(len(prompts), size=n)]
+    flaws = list(pc.flaws)
     videos = []
     for p in chosen:
-        flaw = FLAWS[rng.integers(len(FLAWS))] if rng.random() < flawed_fraction else None
+        flaw = flaws[rng.integers(len(flaws))] if rng.random() < flawed_fraction else None
         videos.append(render(p, int(rng.integers(2**31)), m.frames, m.height, m.width, flaw=flaw))
     return chosen, np.stack(videos) if videos else np.zeros((0, m.frames, m.height, m.width, 3), np.uint8)
 
@@ -51,7 +61,8 @@ def shape_pairs_batch(rng: np.random.Generator, prompts: list[str], pairs: int, 
     allowed = set(prompts)
     pairable = [p for p in prompts if swap_shape(p) in allowed]
     chosen, videos, masks = [], [], []
-    for i in rng.integers(len(pairable), size=pairs):
+    p = prompt_probs(pairable, cfg.pretrain.word_weights) if cfg.pretrain.word_weights else None
+    for i in (rng.choice(len(pairable), size=pairs, p=p) if p is not None else rng.integers(len(pairable), size=pairs)):
         p, seed = pairable[i], int(rng.integers(2**31))
         a = render(p, seed, m.frames, m.height, m.width)
         b = render(p, seed, m.frames, m.height, m.width, flaw="wrong_shape")
@@ -207,6 +218,7 @@ def pretrain(cfg: Config, out: str | Path | None = None, log=print) -> Path:
             "params": policy.num_parameters(), "flawed_fraction": pc.flawed_fraction, "seed": pc.seed,
             "batch_size": pc.batch_size, "lr": pc.lr, "ema_decay": pc.ema_decay, "high_noise_fraction": pc.high_noise_fraction,
             "shape_pairs": pc.shape_pairs, "shape_weight": pc.shape_weight, "grow_layers": pc.grow_layers,
+            "flaws": list(pc.flaws), "word_weights": dict(pc.word_weights),
             "total_steps": step + 1 + prev.get("total_steps", prev.get("steps", 0)),
             "total_minutes": (time.time() - start) / 60.0 + prev.get("total_minutes", prev.get("minutes", 0.0)),
             "init_from": pc.init_from, "device": str(device)}

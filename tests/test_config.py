@@ -25,6 +25,8 @@ def test_overrides_apply_with_yaml_types():
     ("train.lr=fast", r"^config error: train\.lr: Input should be a valid number"),
     ("critic.backend=gpt", r"^config error: critic\.backend: Input should be "),
     ("pretrain.grow_layers=2", r"^config error: pretrain\.grow_layers: needs pretrain\.init_from"),
+    ("pretrain.word_weights={sqaure: 2}", r"^config error: pretrain\.word_weights: unknown word 'sqaure'; allowed: a, and, "),
+    ("pretrain.flaws=[melt]", r"^config error: pretrain\.flaws\.0: Input should be 'reversed', 'vanish'"),
     ("rounds", r"expected key=value"),
 ])
 def test_errors_are_one_line_and_name_the_field(override, expect):

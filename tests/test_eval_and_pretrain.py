@@ -183,3 +183,23 @@ def test_best_version_rule_and_a_clear_error_without_one(tmp_path):
         run.best_version()
     (run.path / "summary.json").write_text('{"best_version": 3}')
     assert run.best_version() == 3
+
+
+def test_pretraining_data_mix_follows_word_weights_and_the_chosen_flaws():
+    from ipo_ray.config import load_config
+    from ipo_ray.pretrain import prompt_probs, world_batch
+    from ipo_ray.world import FLAWS, judge_details, splits
+
+    assert load_config(ROOT / "configs" / "world-tiny.yaml").pretrain.flaws == list(FLAWS)  # default: every flaw
+    train = splits()["train"]
+    p = prompt_probs(train, {"square": 2.0})
+    weight = {t: 4.0 if t.count("square") == 2 else 2.0 if "square" in t else 1.0 for t in train}
+    assert np.allclose(p, [weight[t] / sum(weight.values()) for t in train])
+    cfg = load_config(ROOT / "configs" / "world-tiny.yaml", ["pretrain.word_weights={circle: 3}", "pretrain.flaws=[frozen]"])
+    prompts, videos = world_batch(np.random.default_rng(0), train, 400, cfg, 1.0)
+    share = np.mean(["circle" in t for t in prompts])
+    expect = sum(pi for t, pi in zip(train, prompt_probs(train, {"circle": 3.0})) if "circle" in t)
+    assert abs(share - expect) < 0.06 and expect > np.mean(["circle" in t for t in train]) + 0.15
+    # every clip carries the one allowed flaw: frozen frames, so no motion
+    assert all((v == v[0]).all() for v in videos[:40])
+    assert all(judge_details(v, t)["motion"] == 0.0 for v, t in zip(videos[:40], prompts[:40]) if "grows" not in t)
