@@ -12,6 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from .world.grammar import vocabulary
+from .world.render import FLAWS
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -78,8 +81,8 @@ class PretrainConfig(_Strict):
     shape_weight: float = Field(0.0, ge=0, description="extra loss weight on the pixels where a pair's two shapes differ")
     grow_layers: int = Field(0, ge=0, description="add this many transformer blocks to the init_from base, each "
                              "starting as an identity (zero residual gates): more capacity, same outputs at step 0")
-    flaws: list[Literal["reversed", "vanish", "wrong_color", "frozen", "wrong_shape"]] = Field(
-        ["reversed", "vanish", "wrong_color", "frozen", "wrong_shape"], min_length=1,
+    flaws: list[Literal[FLAWS]] = Field(
+        list(FLAWS), min_length=1,
         description="the failure modes a flawed clip is drawn from (uniformly)")
     word_weights: dict[str, float] = Field({}, description="how often train prompts are drawn, by word: a prompt's "
                                            "weight is the product of its words' weights (e.g. {square: 2}); default 1")
@@ -87,8 +90,6 @@ class PretrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _pairs_fit(self):
-        from .world.grammar import vocabulary
-
         vocab = vocabulary()
         for word, w in self.word_weights.items():
             if word not in vocab:

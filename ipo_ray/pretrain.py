@@ -31,18 +31,23 @@ def prompt_probs(prompts: list[str], word_weights: dict[str, float]) -> np.ndarr
     return w / w.sum()
 
 
+def draw_prompts(rng: np.random.Generator, prompts: list[str], n: int, word_weights: dict[str, float]) -> list[str]:
+    """``n`` prompts drawn with replacement by :func:`prompt_probs` (uniformly, the original random stream,
+    when no word is weighted, so earlier pretraining stages stay reproducible)."""
+    idx = rng.choice(len(prompts), size=n, p=prompt_probs(prompts, word_weights)) if word_weights \
+        else rng.integers(len(prompts), size=n)
+    return [prompts[i] for i in idx]
+
+
 def world_batch(rng: np.random.Generator, prompts: list[str], n: int, cfg: Config,
                 flawed_fraction: float) -> tuple[list[str], np.ndarray]:
     """``n`` (prompt, video) training clips, prompts drawn by ``pretrain.word_weights``; a fraction carry a
     flaw from ``pretrain.flaws`` under the correct caption."""
     m, pc = cfg.model, cfg.pretrain
-    p = prompt_probs(prompts, pc.word_weights) if pc.word_weights else None
-    chosen = [prompts[i] for i in rng.choice(len(prompts), size=n, p=p)] if p is not None else \
-        [prompts[i] for i in rng.integers(len(prompts), size=n)]
-    flaws = list(pc.flaws)
+    chosen = draw_prompts(rng, prompts, n, pc.word_weights)
     videos = []
     for p in chosen:
-        flaw = flaws[rng.integers(len(flaws))] if rng.random() < flawed_fraction else None
+        flaw = pc.flaws[rng.integers(len(pc.flaws))] if rng.random() < flawed_fraction else None
         videos.append(render(p, int(rng.integers(2**31)), m.frames, m.height, m.width, flaw=flaw))
     return chosen, np.stack(videos) if videos else np.zeros((0, m.frames, m.height, m.width, 3), np.uint8)
 
@@ -61,9 +66,8 @@ def shape_pairs_batch(rng: np.random.Generator, prompts: list[str], pairs: int, 
     allowed = set(prompts)
     pairable = [p for p in prompts if swap_shape(p) in allowed]
     chosen, videos, masks = [], [], []
-    p = prompt_probs(pairable, cfg.pretrain.word_weights) if cfg.pretrain.word_weights else None
-    for i in (rng.choice(len(pairable), size=pairs, p=p) if p is not None else rng.integers(len(pairable), size=pairs)):
-        p, seed = pairable[i], int(rng.integers(2**31))
+    for p in draw_prompts(rng, pairable, pairs, cfg.pretrain.word_weights):
+        seed = int(rng.integers(2**31))
         a = render(p, seed, m.frames, m.height, m.width)
         b = render(p, seed, m.frames, m.height, m.width, flaw="wrong_shape")
         diff = (a != b).any(axis=-1)
