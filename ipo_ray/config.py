@@ -166,6 +166,8 @@ class AlgoConfig(_Strict):
                                "of each group, the best first (0 = every accepted sample)")
     lambda_desirable: float = Field(1.0, gt=0)
     lambda_undesirable: float = Field(1.0, gt=0)
+    kto_balance: bool = Field(False, description="KTO: desirable and undesirable rows of each batch carry equal "
+                              "shares of the loss (KTO's lambda_D*n_D = lambda_U*n_U), whatever the critic's accept rate")
     rwr_shaping: Literal["linear", "exp", "best_of_n"] = "exp"
     rwr_temperature: float = Field(0.1, gt=0)
 

@@ -44,9 +44,14 @@ def kto_reference_point(model_err: torch.Tensor, ref_err: torch.Tensor) -> torch
 
 def diffusion_kto_loss(model_err: torch.Tensor, ref_err: torch.Tensor, desirable: torch.Tensor, beta: float,
                        lambda_desirable: float = 1.0, lambda_undesirable: float = 1.0,
-                       kl: torch.Tensor | float | None = None):
+                       kl: torch.Tensor | float | None = None, balance: bool = False):
     """Diffusion-KTO (IPO Eq. 4): ``g = e_ref − e_θ``; ``h = σ(s·β·(g − kl))`` with ``s = +1`` for
-    desirable and ``−1`` for undesirable samples; ``loss = mean(λ_s·(1 − h))``."""
+    desirable and ``−1`` for undesirable samples; ``loss = mean(λ_s·(1 − h))``.
+
+    ``balance``: each class present in the batch carries an equal share of the loss (``λ_s`` times
+    ``B / (k·n_s)``, k the number of classes present), i.e. KTO's rule ``λ_D·n_D = λ_U·n_U``
+    (Ethayarajh et al. 2024, §4.2) applied per batch, so a critic that rejects most samples does
+    not turn the loss into pushing the model away from everything it draws."""
     g = ref_err - model_err
     if kl is None:
         kl = kto_reference_point(model_err, ref_err)
@@ -54,6 +59,10 @@ def diffusion_kto_loss(model_err: torch.Tensor, ref_err: torch.Tensor, desirable
     des = desirable.to(torch.bool)
     sign = torch.where(des, 1.0, -1.0).to(g.dtype)
     lam = torch.where(des, float(lambda_desirable), float(lambda_undesirable)).to(g.dtype)
+    if balance:
+        n_d, n_u = int(des.sum()), int((~des).sum())
+        k = int(n_d > 0) + int(n_u > 0)
+        lam = lam * torch.where(des, des.numel() / (k * max(n_d, 1)), des.numel() / (k * max(n_u, 1))).to(g.dtype)
     h = torch.sigmoid(sign * beta * (g - kl))
     loss = (lam * (1.0 - h)).mean()
     metrics = {"kto_loss": _f(loss), "kl": _f(kl), "implicit_acc": _f((sign * (g - kl) > 0).float())}
@@ -110,9 +119,11 @@ def ipo_dpo_objective(model_err_w, model_err_l, ref_err_w, ref_err_l, beta: floa
 
 
 def ipo_kto_objective(model_err, ref_err, desirable, beta: float, model_err_real: torch.Tensor | None = None,
-                      lambda_real: float = 0.1, lambda_desirable: float = 1.0, lambda_undesirable: float = 1.0):
+                      lambda_real: float = 0.1, lambda_desirable: float = 1.0, lambda_undesirable: float = 1.0,
+                      balance: bool = False):
     """IPO Eq. 6: ``L = L_kto + λ·NLL(real)``."""
-    loss, m = diffusion_kto_loss(model_err, ref_err, desirable, beta, lambda_desirable, lambda_undesirable)
+    loss, m = diffusion_kto_loss(model_err, ref_err, desirable, beta, lambda_desirable, lambda_undesirable,
+                                 balance=balance)
     if model_err_real is not None and lambda_real > 0 and model_err_real.numel():
         nll_r, _ = nll_loss(model_err_real)
         loss = loss + lambda_real * nll_r

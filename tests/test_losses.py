@@ -48,6 +48,26 @@ def test_kto_matches_hand_computation():
     assert m["kl"] == pytest.approx(0.0)
 
 
+def test_kto_balance_gives_each_class_an_equal_share():
+    # One desirable row among four: balanced, it weighs as much as the three undesirable rows together.
+    model, ref = t(0.2, 0.5, 0.4, 0.3), t(0.3, 0.4, 0.4, 0.35)
+    des = torch.tensor([True, False, False, False])
+    beta = 5.0
+    g = np.array([0.1, -0.1, 0.0, 0.05])
+    kl = max(0.0, g.mean())
+    one_minus_h = [1 - 1 / (1 + math.exp(-beta * (g[0] - kl)))] + [1 - 1 / (1 + math.exp(beta * (g[i] - kl)))
+                                                                    for i in (1, 2, 3)]
+    expect = 0.5 * 3.0 * one_minus_h[0] + 0.5 * np.mean(one_minus_h[1:])  # lambda_D = 3 (the test's) on its half
+    loss, _ = diffusion_kto_loss(model, ref, des, beta, lambda_desirable=3.0, balance=True)
+    assert loss.item() == pytest.approx(expect, rel=1e-6)  # the reference point is reduced in float32
+    unbalanced, _ = diffusion_kto_loss(model, ref, des, beta, lambda_desirable=3.0)
+    assert unbalanced.item() == pytest.approx(np.mean([3.0 * one_minus_h[0], *one_minus_h[1:]]), rel=1e-6)
+    # A batch with one class only is its plain mean (no factor 1/2).
+    only_u = torch.zeros(4, dtype=torch.bool)
+    b, _ = diffusion_kto_loss(model, ref, only_u, beta, balance=True)
+    assert b.item() == pytest.approx(diffusion_kto_loss(model, ref, only_u, beta)[0].item(), rel=1e-9)
+
+
 def test_kto_reference_point_is_clamped_mean():
     assert kto_reference_point(t(0.1, 0.1), t(0.3, 0.5)).item() == pytest.approx(0.3)
     assert kto_reference_point(t(0.3, 0.5), t(0.1, 0.1)).item() == 0.0
