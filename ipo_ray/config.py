@@ -187,8 +187,8 @@ class TrainConfig(_Strict):
     real_batch_size: int = Field(4, ge=0)
     real_latent_cache: int = Field(256, ge=0, description="VAE models: keep this many real clips' latents "
                                    "(encoded once, reused every epoch); 0 encodes every step")
-    shuffle_buffer_rows: int = Field(256, ge=0, description="rounds mode: rows each worker shuffles locally (0 = "
-                                     "file order)")
+    shuffle_buffer_rows: int = Field(256, ge=0, description="rows each worker shuffles locally: rounds mode's "
+                                     "training rows, and the real videos (0 = file order)")
     high_noise_fraction: float = Field(0.0, ge=0, le=1, description="share of rows whose t is drawn from the upper "
                                        "half of the schedule, where the prompt decides what the clip shows")
     seed: int = 0

@@ -49,15 +49,21 @@ def _gather_state(policy: T2VPolicy, model) -> dict[str, torch.Tensor]:
     return full
 
 
-def _real_iter(shard, batch_size: int):
+def _real_iter(shard, batch_size: int, seed: int, buffer: int | None):
+    """Real-video batches without end, each pass over the clips in an order drawn from ``seed`` and the pass
+    number, so what a rank sees depends on its seed only (a resumed round draws what the first try drew)."""
+    n_pass = 0
     while True:
         got = False
-        for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+        for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True,
+                                    local_shuffle_buffer_size=buffer,
+                                    local_shuffle_seed=None if buffer is None else seed + 7919 * n_pass):
             got = True
             frames = np.stack([np.frombuffer(f, np.uint8).reshape(list(s)) for f, s in zip(b["frames"], b["frame_shape"])])
             yield {"prompt": [str(p) for p in b["prompt"]], "frames": frames}
         if not got:
             return
+        n_pass += 1
 
 
 def _round_batches(store, rank: int, cfg: Config, first: int, end: int, cur: dict, reseed):
@@ -113,8 +119,14 @@ def train_loop_per_worker(config: dict) -> None:
     store = transport.store if transport else None
     metrics_sink = actor_metrics("trainer")
 
-    real_shard = ray.train.get_dataset_shard("real") if config.get("has_real") else None
-    real_it = _real_iter(real_shard, tc.real_batch_size) if real_shard is not None and tc.real_batch_size > 0 else None
+    real_shard = ray.train.get_dataset_shard("real") if config.get("has_real") and tc.real_batch_size > 0 else None
+    real_buffer = None if tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.real_batch_size)
+
+    def real_batches(r: int):  # every rank its own order (the ranks' real clips differ), a new one each round
+        return _real_iter(real_shard, tc.real_batch_size, tc.seed + 1000 * rank + 7919 * r, real_buffer) \
+            if real_shard is not None else None
+
+    real_it = real_batches(max(0, int(config["round"])))  # semi-online: round -1, one stream
     max_stale = lc.max_staleness if semi else 10**9
     fault_after = int(config.get("fault_after_step") or os.environ.get(FAULT_ENV, "0") or 0)
 
@@ -166,10 +178,14 @@ def train_loop_per_worker(config: dict) -> None:
     if semi:  # arrival order: a shuffle buffer would hold rows back and age them
         batches = ray.train.get_dataset_shard("train").iter_batches(batch_size=tc.batch_size, batch_format="numpy",
                                                                     prefetch_batches=1)
-    else:  # the same seeds as a fresh worker starting at this round's version (resume gives the same run)
+    else:  # the same seeds and real clips as a fresh worker starting at this round (resume gives the same run)
+        def start_round() -> None:
+            nonlocal real_it
+            torch.manual_seed(tc.seed + 1000 * rank + version)
+            real_it = real_batches(cur["round"])
+
         batches = _round_batches(ray.get_actor(config["store_name"]), rank, cfg, int(config["round"]),
-                                 int(config["rounds_end"]), cur,
-                                 lambda: torch.manual_seed(tc.seed + 1000 * rank + version))
+                                 int(config["rounds_end"]), cur, start_round)
     for batch in batches:
         if batch is ROUND_END:
             opt.zero_grad(set_to_none=True)  # a partial accumulation does not leak into the next round

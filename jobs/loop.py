@@ -327,7 +327,12 @@ class Loop:
         # Read once into the object store; each rank gets an equal part and replays it epochs_per_round
         # times (a seeded block order per epoch, then its local shuffle buffer). A full random_shuffle (an
         # all-to-all exchange) cost more than the training on small rounds (docs/ARCHITECTURE.md, "Data path").
-        read = ray.data.read_parquet(str(self.round_data(r))).materialize()
+        # Sorted by row_id, then cut into as many blocks as there are files by row count: the files' order,
+        # the read tasks' finishing order and the sort's sampled boundaries vary run to run, the rows do not,
+        # so each rank gets the same rows in the same blocks and a seed gives the same batches (and a resumed
+        # round the batches of its first try).
+        files = len(list(self.round_data(r).glob("*.parquet")))
+        read = ray.data.read_parquet(str(self.round_data(r))).sort("row_id").repartition(max(1, files)).materialize()
         n_rows = read.count()  # from the materialised blocks' metadata
         if n_rows < c.train.num_workers * c.train.batch_size:
             self.too_few_rows(r, n_rows)

@@ -193,6 +193,14 @@ def test_rounds_kto_resume_after_a_crash_retrains_the_round_from_its_rows(ray_lo
     assert "generate_seconds" not in rounds[1]  # rolled out before the crash
     steps = {m["step"]: m for m in recs if m["event"] == "step"}  # the last attempt's record of each step
     assert sorted(steps) == list(range(1, 17)) and {steps[s]["round"] for s in range(9, 17)} == {1}
+    # The resumed round trains on the same batches, noise, timesteps and real clips as the crashed try did:
+    # steps 9-11 ran twice and gave the same losses (rows sorted by row_id, each round's seeds fixed).
+    tries = {}
+    for m in recs:
+        if m["event"] == "step":
+            tries.setdefault(m["step"], []).append(m["loss"])
+    assert {s for s, v in tries.items() if len(v) == 2} == {9, 10, 11}
+    assert all(tries[s][0] == tries[s][1] for s in (9, 10, 11)), {s: tries[s] for s in (9, 10, 11)}
 
 
 def test_rounds_rollout_error_stops_the_trainer_with_that_error(ray_local, tiny_base, tmp_path):
