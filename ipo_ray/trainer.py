@@ -126,7 +126,7 @@ def train_loop_per_worker(config: dict) -> None:
         return _real_iter(real_shard, tc.real_batch_size, tc.seed + 1000 * rank + 7919 * r, real_buffer) \
             if real_shard is not None else None
 
-    real_it = real_batches(max(0, int(config["round"])))  # semi-online: round -1, one stream
+    real_it = real_batches(0) if semi else None  # semi-online: one stream; rounds: set as each round starts
     max_stale = lc.max_staleness if semi else 10**9
     fault_after = int(config.get("fault_after_step") or os.environ.get(FAULT_ENV, "0") or 0)
 
