@@ -31,6 +31,7 @@ from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
 from ipo_ray.local_ray import init_local_ray
 from ipo_ray.report import best_fields, rollout_acceptance
+from ipo_ray.round_data import read_round
 from ipo_ray.run_dir import RunDir
 from ipo_ray.trainer import FAULT_ENV, train_loop_per_worker
 from ipo_ray.wandb_log import WandbLogger
@@ -327,12 +328,8 @@ class Loop:
         # Read once into the object store; each rank gets an equal part and replays it epochs_per_round
         # times (a seeded block order per epoch, then its local shuffle buffer). A full random_shuffle (an
         # all-to-all exchange) cost more than the training on small rounds (docs/ARCHITECTURE.md, "Data path").
-        # Sorted by row_id, then cut into as many blocks as there are files by row count: the files' order,
-        # the read tasks' finishing order and the sort's sampled boundaries vary run to run, the rows do not,
-        # so each rank gets the same rows in the same blocks and a seed gives the same batches (and a resumed
-        # round the batches of its first try).
-        files = len(list(self.round_data(r).glob("*.parquet")))
-        read = ray.data.read_parquet(str(self.round_data(r))).sort("row_id").repartition(max(1, files)).materialize()
+        # read_round sorts by row_id and cuts one block per file, so the blocks do not depend on timing.
+        read = read_round(self.round_data(r))
         n_rows = read.count()  # from the materialised blocks' metadata
         if n_rows < c.train.num_workers * c.train.batch_size:
             self.too_few_rows(r, n_rows)
