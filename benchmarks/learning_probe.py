@@ -33,7 +33,7 @@ from ipo_ray.rows import columns, rows_for  # noqa: E402
 from ipo_ray.run_dir import load_base_policy  # noqa: E402
 from ipo_ray.objective import PreferenceStep  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, render, splits  # noqa: E402
-from jobs.report import _base_eval_cache  # noqa: E402
+from jobs.report import base_eval_key  # noqa: E402
 
 STORE = ROOT / "benchmarks" / "learning_probe"
 
@@ -65,8 +65,8 @@ def evaluate(policy, cfg, ev_seeds: int, held_seeds: int) -> dict:
 def base_eval(policy, cfg, ev_seeds: int, held_seeds: int) -> dict:
     """The base's evaluation, cached under the report's key for the base weights and this plan."""
     sp = splits()
-    key = _base_eval_cache(cfg, sp["train"] + sp["heldout"], [ev_seeds] * len(sp["train"]) + [held_seeds] * len(sp["heldout"]))
-    cache = ROOT / ".cache" / "probe-base-eval" / f"{key.name if key else 'none'}.json"
+    key = base_eval_key(cfg, sp["train"] + sp["heldout"], [ev_seeds] * len(sp["train"]) + [held_seeds] * len(sp["heldout"]))
+    cache = ROOT / ".cache" / "probe-base-eval" / f"{key or 'none'}.json"
     if key is not None and cache.is_file():
         return json.loads(cache.read_text())
     res = evaluate(policy, cfg, ev_seeds, held_seeds)

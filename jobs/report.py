@@ -50,47 +50,85 @@ def eval_plan(cfg: Config) -> tuple[list[str], list[int]]:
     return prompts, seeds
 
 
-def _base_eval_cache(cfg: Config, prompts: list[str], seeds: list[int]) -> Path | None:
-    """Where the base's evaluation is cached: it depends only on the base weights and the plan."""
+def base_eval_key(cfg: Config, prompts: list[str], seeds: list[int]) -> str | None:
+    """The key of the base's evaluation: it depends only on the base weights (by content), the plan and the
+    arithmetic that samples it (torch version, CPU); None when the base is not a local world checkpoint."""
+    import torch
+
     from ipo_ray.policy import POLICY_FILE
 
     base = Path(cfg.model.path or cfg.pretrain.out)
-    weights = base / POLICY_FILE
-    if cfg.model.source != "world_base" or not weights.is_file():
+    if cfg.model.source != "world_base" or not (base / POLICY_FILE).is_file():
         return None
-    key = hashlib.sha256(json.dumps([str(base.resolve()), weights.stat().st_mtime_ns, weights.stat().st_size, prompts,
-                                     seeds, cfg.eval.seed_offset, cfg.sampling.steps,
-                                     cfg.sampling.guidance_scale]).encode()).hexdigest()[:16]
-    return Path(os.environ.get("IPO_RAY_CACHE", ".cache")).resolve() / "base-eval" / key
+    h = hashlib.sha256()
+    for f in sorted(p for p in base.rglob("*") if p.is_file() and p.suffix != ".md" and "eval" not in p.relative_to(base).parts):
+        h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes())
+    plan = [prompts, seeds, cfg.eval.seed_offset, cfg.sampling.steps, cfg.sampling.guidance_scale, torch.__version__, "cpu"]
+    h.update(json.dumps(plan).encode())
+    return h.hexdigest()[:16]
 
 
-def _copy_eval(src: Path, dst: Path) -> None:
-    """Copy an evaluation directory, rewriting the Parquet's video paths to the copy's own files;
-    the copy appears whole or not at all (written beside ``dst``, then renamed)."""
+def _base_eval_dirs(cfg: Config, key: str) -> tuple[Path, Path]:
+    """Where a base evaluation may be found: shipped beside the base (``--ship-base-eval``, committed with
+    ``assets/world-base``), then the local cache, where every run stores the one it computed."""
+    shipped = Path(cfg.model.path or cfg.pretrain.out).resolve() / "eval" / key
+    return shipped, Path(os.environ.get("IPO_RAY_CACHE", ".cache")).resolve() / "base-eval" / key
+
+
+def _copy_eval(src: Path, dst: Path, gifs: bool = True) -> None:
+    """Copy an evaluation directory, pointing the Parquet's video paths at the copy's own files (a shipped
+    evaluation stores bare names) and writing any GIF the source left out (from its lossless ``.npy``);
+    ``gifs=False`` copies without GIFs and with bare names (what ships with a base). The copy appears whole
+    or not at all (written beside ``dst``, then renamed)."""
+    import numpy as np
+
+    from ipo_ray.video import gif_bytes
+
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    shutil.copytree(src, tmp, ignore=None if gifs else shutil.ignore_patterns("*.gif"))
     table = pq.read_table(tmp / "samples.parquet")
     for c in ("frames_path", "video_path"):
-        paths = [str(p).replace(str(src), str(dst)) for p in table.column(c).to_pylist()]
+        names = [Path(p).name if p else "" for p in table.column(c).to_pylist()]
+        paths = [n if not gifs or not n else str(dst / "videos" / n) for n in names]
         table = table.set_column(table.schema.get_field_index(c), c, pa.array(paths, pa.string()))
+    if gifs:
+        for npy, gif in zip(table.column("frames_path").to_pylist(), table.column("video_path").to_pylist()):
+            local = tmp / "videos" / Path(gif).name
+            if gif.endswith(".gif") and not local.exists():
+                local.write_bytes(gif_bytes(np.load(tmp / "videos" / Path(npy).name)))
     pq.write_table(table, tmp / "samples.parquet")
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
 
 
 def _reuse_base_eval(cfg: Config, prompts, seeds, out: Path) -> bool:
-    cache = _base_eval_cache(cfg, prompts, seeds)
-    if cache is None or not (cache / "summary.json").is_file():
-        return False
-    _copy_eval(cache, out)
-    return True
+    key = base_eval_key(cfg, prompts, seeds)
+    for d in _base_eval_dirs(cfg, key) if key else ():
+        if (d / "summary.json").is_file():
+            _copy_eval(d, out)
+            return True
+    return False
 
 
 def _store_base_eval(cfg: Config, prompts, seeds, out: Path) -> None:
-    cache = _base_eval_cache(cfg, prompts, seeds)
-    if cache is not None:
-        _copy_eval(out, cache)
+    key = base_eval_key(cfg, prompts, seeds)
+    if key is not None:
+        _copy_eval(out, _base_eval_dirs(cfg, key)[1])
+
+
+def ship_base_eval(cfg: Config, run_dir: str) -> Path:
+    """Copy a finished run's base evaluation beside the base (no GIFs: the copy into a run rewrites them),
+    so a fresh clone's first run skips it: ``python jobs/report.py --run-dir DIR --ship-base-eval``."""
+    prompts, seeds = eval_plan(cfg)
+    key = base_eval_key(cfg, prompts, seeds)
+    src = RunDir(run_dir).path / "eval" / "v000000"
+    if key is None or not (src / "summary.json").is_file():
+        raise FileNotFoundError(f"{src}: no base evaluation of a local world base to ship (run the job with eval first)")
+    dst = _base_eval_dirs(cfg, key)[0]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _copy_eval(src, dst, gifs=False)
+    return dst
 
 
 def finish_run(cfg: Config, run_dir: str, log=print) -> dict:
@@ -122,9 +160,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--no-eval", action="store_true", help="only rebuild the HTML from what is there")
+    ap.add_argument("--ship-base-eval", action="store_true",
+                    help="copy the run's base evaluation beside its base checkpoint (model.path), where later runs find it")
     args = ap.parse_args(argv)
     run = RunDir(args.run_dir)
-    if args.no_eval:
+    if args.ship_base_eval:
+        print(ship_base_eval(run.config(), args.run_dir))
+    elif args.no_eval:
         print(write_report(run.path))
     else:
         print(finish_run(run.config(), args.run_dir)["report"])

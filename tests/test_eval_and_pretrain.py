@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -132,6 +133,50 @@ def test_finish_run_evaluates_256_samples_per_split_and_caches_the_base(tmp_path
     # Self-contained: the base's videos are inline GIFs, one per shown prompt x seed, with their scores.
     assert page.count("data:image/gif;base64,") >= 6 and "src=''" not in page
     assert "eval acceptance per checkpoint" in page and "<svg" in page
+
+
+def test_a_base_evaluation_shipped_with_the_base_is_found_by_a_fresh_clone(tmp_path, tiny_base, monkeypatch):
+    """``--ship-base-eval`` puts a run's base evaluation beside the base (no GIFs, bare file names); a run on
+    a machine with an empty cache and the base at another path (a fresh clone) reuses it, with its own
+    videos, the GIFs rebuilt from the lossless frames."""
+    from ipo_ray.run_dir import RunDir
+    from jobs.report import base_eval_key, eval_plan, finish_run, main
+
+    from .conftest import tiny_config
+
+    base = tmp_path / "clone1" / "base"
+    shutil.copytree(tiny_base, base)
+    monkeypatch.setenv("IPO_RAY_CACHE", str(tmp_path / "cache1"))
+    cfg = tiny_config("eval.seeds=1", "eval.min_samples_per_split=10", "sampling.steps=1", base=str(base))
+    RunDir(tmp_path / "a").write_config(cfg)
+    finish_run(cfg, str(tmp_path / "a"), log=lambda *_: None)
+    assert main(["--run-dir", str(tmp_path / "a"), "--ship-base-eval"]) == 0
+    key = base_eval_key(cfg, *eval_plan(cfg))
+    shipped = base / "eval" / key
+    assert not list(shipped.rglob("*.gif")) and len(list(shipped.rglob("*.npy"))) == 60
+    assert all("/" not in p for p in pq.read_table(shipped / "samples.parquet").column("video_path").to_pylist())
+
+    clone = tmp_path / "clone2" / "base"  # another path, the same weights: the same key
+    shutil.copytree(base, clone)
+    monkeypatch.setenv("IPO_RAY_CACHE", str(tmp_path / "cache2"))
+    cfg2 = tiny_config("eval.seeds=1", "eval.min_samples_per_split=10", "sampling.steps=1", base=str(clone))
+    assert base_eval_key(cfg2, *eval_plan(cfg2)) == key
+    RunDir(tmp_path / "b").write_config(cfg2)
+    logs = []
+    finish_run(cfg2, str(tmp_path / "b"), log=logs.append)
+    assert any("cached base evaluation" in x for x in logs)
+    ra = pq.read_table(tmp_path / "a" / "eval" / "v000000" / "samples.parquet").to_pylist()
+    rb = pq.read_table(tmp_path / "b" / "eval" / "v000000" / "samples.parquet").to_pylist()
+    assert [r["score"] for r in rb] == [r["score"] for r in ra]
+    for x, y in zip(ra, rb):
+        assert y["video_path"].startswith(str(tmp_path / "b" / "eval")) and y["frames_path"].startswith(str(tmp_path / "b"))
+        assert open(y["video_path"], "rb").read() == open(x["video_path"], "rb").read()  # the same GIF, rebuilt
+    # Other weights (one byte of the transformer's): another key, so nothing shipped for the first base is used.
+    weights = sorted((clone / "transformer").glob("*.safetensors"))[0]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert base_eval_key(cfg2, *eval_plan(cfg2)) != key
 
 
 def test_copied_evaluation_points_at_its_own_videos(tmp_path):
