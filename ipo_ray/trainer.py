@@ -72,6 +72,7 @@ def _round_batches(store, rank: int, cfg: Config, first: int, end: int, cur: dic
     tc = cfg.train
     for r in range(first, end):
         part = ray.get(store.take_round.remote(r, rank))
+        part.context.enable_progress_bars = False  # a bar per rank and epoch: ~30k lines of noise in a default job
         cur["round"] = r
         reseed()
         buffer = None if tc.shuffle_buffer_rows == 0 else max(tc.shuffle_buffer_rows, tc.batch_size)

@@ -61,7 +61,15 @@ def round_items(prompts: list[str], cfg: Config, r: int) -> list[dict]:
 
 def real_dataset(cfg: Config, n: int = 256):
     """The 'real videos' for the NLL regulariser: rendered world videos, or a user Parquet with
-    ``prompt``, ``frames`` (uint8 bytes) and ``frame_shape`` columns."""
+    ``prompt``, ``frames`` (uint8 bytes) and ``frame_shape`` columns. Without progress bars: every rank
+    cycles it for the whole run, and a bar per rank and pass only buries the loop's own lines."""
+    ds = _real_dataset(cfg, n)
+    if ds is not None:
+        ds.context.enable_progress_bars = False
+    return ds
+
+
+def _real_dataset(cfg: Config, n: int):
     if not cfg.real_videos or cfg.train.real_batch_size == 0:
         return None
     if cfg.real_videos == "world:render":
