@@ -168,6 +168,8 @@ class AlgoConfig(_Strict):
     lambda_undesirable: float = Field(1.0, gt=0)
     kto_balance: bool = Field(False, description="KTO: desirable and undesirable rows of each batch carry equal "
                               "shares of the loss (KTO's lambda_D*n_D = lambda_U*n_U), whatever the critic's accept rate")
+    kto_nll_desirable: float = Field(0.0, ge=0, description="KTO: NLL weight on desirable rows (not in IPO's "
+                                     "objective; the counterpart of DPO's lambda_chosen on chosen samples)")
     rwr_shaping: Literal["linear", "exp", "best_of_n"] = "exp"
     rwr_temperature: float = Field(0.1, gt=0)
 

@@ -120,13 +120,19 @@ def ipo_dpo_objective(model_err_w, model_err_l, ref_err_w, ref_err_l, beta: floa
 
 def ipo_kto_objective(model_err, ref_err, desirable, beta: float, model_err_real: torch.Tensor | None = None,
                       lambda_real: float = 0.1, lambda_desirable: float = 1.0, lambda_undesirable: float = 1.0,
-                      balance: bool = False):
-    """IPO Eq. 6: ``L = L_kto + λ·NLL(real)``."""
+                      balance: bool = False, lambda_nll_desirable: float = 0.0):
+    """IPO Eq. 6: ``L = L_kto + λ·NLL(real)``; with ``lambda_nll_desirable > 0`` also ``+ λ_d·NLL(desirable)``
+    (not in IPO: the counterpart of the DPO objective's λ1·NLL(chosen))."""
     loss, m = diffusion_kto_loss(model_err, ref_err, desirable, beta, lambda_desirable, lambda_undesirable,
                                  balance=balance)
     if model_err_real is not None and lambda_real > 0 and model_err_real.numel():
         nll_r, _ = nll_loss(model_err_real)
         loss = loss + lambda_real * nll_r
         m["nll_real"] = _f(nll_r)
+    des = desirable.to(torch.bool)
+    if lambda_nll_desirable > 0 and des.any():
+        nll_d, _ = nll_loss(model_err[des])
+        loss = loss + lambda_nll_desirable * nll_d
+        m["nll_desirable"] = _f(nll_d)
     m["loss"] = _f(loss)
     return loss, m

@@ -125,7 +125,8 @@ class PreferenceStep:
         elif a.name == "kto":
             des = torch.as_tensor(np.asarray(batch["desirable"], bool), device=dev)
             loss, metrics = ipo_kto_objective(err[:n][keep], ref[:n][keep], des[keep], a.beta, err_real, a.lambda_real,
-                                              a.lambda_desirable, a.lambda_undesirable, a.kto_balance)
+                                              a.lambda_desirable, a.lambda_undesirable, a.kto_balance,
+                                              a.kto_nll_desirable)
         else:  # rwr / sft (best-of-N): reward-weighted denoising loss
             shaping = "best_of_n" if a.name == "sft" else a.rwr_shaping
             w = rwr_weights(torch.as_tensor(np.asarray(batch["reward"], np.float32)), shaping, a.rwr_temperature,

@@ -68,6 +68,25 @@ def test_kto_balance_gives_each_class_an_equal_share():
     assert b.item() == pytest.approx(diffusion_kto_loss(model, ref, only_u, beta)[0].item(), rel=1e-9)
 
 
+def test_kto_nll_on_desirable_rows_adds_their_mean_error_only():
+    model, ref = t(0.2, 0.5, 0.4, 0.3), t(0.3, 0.4, 0.4, 0.35)
+    des = torch.tensor([True, False, True, False])
+    real = t(0.05, 0.07)
+    base, _ = ipo_kto_objective(model, ref, des, 5.0, real, lambda_real=0.1)
+    with_d, m = ipo_kto_objective(model, ref, des, 5.0, real, lambda_real=0.1, lambda_nll_desirable=0.5)
+    assert with_d.item() == pytest.approx(base.item() + 0.5 * (0.2 + 0.4) / 2, rel=1e-9)
+    assert m["nll_desirable"] == pytest.approx(0.3)
+    # Its gradient lowers the error on the desirable rows only.
+    x = model.clone().requires_grad_(True)
+    extra = ipo_kto_objective(x, ref, des, 5.0, lambda_nll_desirable=0.5)[0] - ipo_kto_objective(x, ref, des, 5.0)[0]
+    extra.backward()
+    assert x.grad.tolist() == pytest.approx([0.25, 0.0, 0.25, 0.0])
+    # No desirable row in the batch: nothing added.
+    none = torch.zeros(4, dtype=torch.bool)
+    assert ipo_kto_objective(model, ref, none, 5.0, lambda_nll_desirable=0.5)[0].item() == \
+        pytest.approx(ipo_kto_objective(model, ref, none, 5.0)[0].item())
+
+
 def test_kto_reference_point_is_clamped_mean():
     assert kto_reference_point(t(0.1, 0.1), t(0.3, 0.5)).item() == pytest.approx(0.3)
     assert kto_reference_point(t(0.3, 0.5), t(0.1, 0.1)).item() == 0.0
