@@ -102,8 +102,7 @@ def _copy_eval(src: Path, dst: Path, gifs: bool = True) -> None:
     tmp.rename(dst)
 
 
-def _reuse_base_eval(cfg: Config, prompts, seeds, out: Path) -> bool:
-    key = base_eval_key(cfg, prompts, seeds)
+def _reuse_base_eval(cfg: Config, key: str | None, out: Path) -> bool:
     for d in _base_eval_dirs(cfg, key) if key else ():
         if (d / "summary.json").is_file():
             _copy_eval(d, out)
@@ -111,8 +110,7 @@ def _reuse_base_eval(cfg: Config, prompts, seeds, out: Path) -> bool:
     return False
 
 
-def _store_base_eval(cfg: Config, prompts, seeds, out: Path) -> None:
-    key = base_eval_key(cfg, prompts, seeds)
+def _store_base_eval(cfg: Config, key: str | None, out: Path) -> None:
     if key is not None:
         _copy_eval(out, _base_eval_dirs(cfg, key)[1])
 
@@ -135,12 +133,13 @@ def finish_run(cfg: Config, run_dir: str, log=print) -> dict:
     set_threads()
     run = RunDir(run_dir)
     prompts, seeds = eval_plan(cfg)
+    base_key = base_eval_key(cfg, prompts, seeds)  # hashes the base's files: once per run
     results = {}
     for v in versions_to_eval(run, cfg):
         out = run.path / "eval" / f"v{v:06d}"
         if (out / "summary.json").is_file():
             continue
-        if v == 0 and _reuse_base_eval(cfg, prompts, seeds, out):
+        if v == 0 and _reuse_base_eval(cfg, base_key, out):
             s = json.loads((out / "summary.json").read_text())
             results[v] = {k: s[k]["acceptance"] for k in ("train", "heldout") if k in s}
             log("eval v0 (cached base evaluation): " + ", ".join(f"{k} acceptance {a:.3f}" for k, a in results[v].items()))
@@ -149,7 +148,7 @@ def finish_run(cfg: Config, run_dir: str, log=print) -> dict:
         s = evaluate_policy(policy, prompts, seeds, out, version=v, steps=cfg.sampling.steps,
                             guidance_scale=cfg.sampling.guidance_scale, seed_offset=cfg.eval.seed_offset)
         if v == 0:
-            _store_base_eval(cfg, prompts, seeds, out)
+            _store_base_eval(cfg, base_key, out)
         results[v] = {k: s[k]["acceptance"] for k in ("train", "heldout") if k in s}
         log(f"eval v{v}: " + ", ".join(f"{k} acceptance {a:.3f}" for k, a in results[v].items()))
     report = write_report(run.path)
