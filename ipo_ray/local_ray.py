@@ -21,6 +21,7 @@ def init_local_ray(**kwargs) -> str:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; the env var only at import time
+    kwargs.setdefault("dashboard_host", LOOPBACK)  # Ray's default too; a dashboard never listens off loopback
     ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
     gcs = ray.get_runtime_context().gcs_address
     if not gcs.startswith(LOOPBACK + ":"):

@@ -40,13 +40,17 @@ from ipo_ray.world import render, splits
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster of ``ray job submit`` (RAY_ADDRESS), else start a local one on loopback."""
+    """Connect to the cluster of ``ray job submit`` (RAY_ADDRESS), else start a local one on loopback.
+
+    The local cluster has its dashboard (127.0.0.1:8265 or the next free port; token auth when a token
+    exists): the project's metrics and the actors' throughput show there, and Ray Train's placement-group
+    cleaner polls its state API (without one it logged a warning every second of training)."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        init_local_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+        init_local_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
                        log_to_driver=True)
 
 
