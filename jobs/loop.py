@@ -43,7 +43,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     """Connect to the cluster of ``ray job submit`` (RAY_ADDRESS), else start a local one on loopback.
 
     The local cluster has its dashboard (127.0.0.1:8265 or the next free port; token auth when a token
-    exists): the project's metrics and the actors' throughput show there, and Ray Train's placement-group
+    exists): actors, the Ray Data and Ray Train views and logs show there, and Ray Train's placement-group
     cleaner polls its state API (without one it logged a warning every second of training)."""
     if ray.is_initialized():
         return
