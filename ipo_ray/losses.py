@@ -129,9 +129,8 @@ def ipo_kto_objective(model_err, ref_err, desirable, beta: float, model_err_real
         nll_r, _ = nll_loss(model_err_real)
         loss = loss + lambda_real * nll_r
         m["nll_real"] = _f(nll_r)
-    des = desirable.to(torch.bool)
-    if lambda_nll_desirable > 0 and des.any():
-        nll_d, _ = nll_loss(model_err[des])
+    if lambda_nll_desirable > 0 and desirable.any():
+        nll_d, _ = nll_loss(model_err[desirable.to(torch.bool)])
         loss = loss + lambda_nll_desirable * nll_d
         m["nll_desirable"] = _f(nll_d)
     m["loss"] = _f(loss)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,16 @@ torch.set_num_threads(2)
 TINY = ["model.tiny.num_layers=1", "model.tiny.num_attention_heads=2", "model.tiny.attention_head_dim=8",
         "model.tiny.time_embed_dim=16", "model.tiny.text_dim=16", "model.tiny.text_layers=1",
         "model.tiny.patch_size=4"]
+
+
+def http_get(url: str, token: str | None, timeout: float = 10) -> tuple[int, bytes]:
+    """GET ``url`` (with ``Authorization: Bearer token`` when given): status and body, error statuses included."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def tiny_config(*overrides: str, base: str | None = None):

@@ -31,7 +31,7 @@ import yaml
 
 from ipo_ray.telemetry import COUNTERS, GAUGES, HISTOGRAMS, prometheus_names
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TINY, http_get
 
 CLUSTER = ROOT / "cluster"
 DOCS = [CLUSTER / "README.md", ROOT / "docs" / "CLUSTER.md"]
@@ -305,15 +305,6 @@ def _sockets(sid: int) -> tuple[list[str], list[str]]:
     return bad, wildcard
 
 
-def _get(url: str, token: str | None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_base, tmp_path):
@@ -348,7 +339,7 @@ def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_bas
         while True:
             assert head.poll() is None, (tmp / "head.log").read_text()[-3000:]
             try:
-                if _get(f"{api}/api/version", token)[0] == 200:
+                if http_get(f"{api}/api/version", token)[0] == 200:
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
@@ -356,8 +347,8 @@ def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_bas
             time.sleep(1)
         t_head = time.time() - t_start
         # Token auth is on: the Jobs API refuses a request without the token.
-        assert _get(f"{api}/api/jobs/", None)[0] == 401
-        assert _get(f"{api}/api/jobs/", token)[0] == 200
+        assert http_get(f"{api}/api/jobs/", None)[0] == 401
+        assert http_get(f"{api}/api/jobs/", token)[0] == 200
 
         # cluster/runtime_env.yaml plus test-only env: wandb stays offline and out of $HOME.
         rt = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
@@ -399,7 +390,7 @@ def test_ray_job_submit_to_token_auth_head_succeeds_and_exports_metrics(tiny_bas
             time.sleep(2)
         out = (tmp / "submit.log").read_text(errors="replace")
         assert submit.returncode == 0, out[-5000:]
-        status, body = _get(f"{api}/api/jobs/{sub_id}", token)
+        status, body = http_get(f"{api}/api/jobs/{sub_id}", token)
         assert status == 200 and json.loads(body)["status"] == "SUCCEEDED", body[:2000]
         values, labs = _scrape(metrics)  # counters and histograms outlive the job's processes
         for k, v in values.items():

@@ -13,11 +13,8 @@ import os
 import secrets
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, http_get
 
 CHILD = """
 import json, sys
@@ -43,15 +40,6 @@ ray.shutdown()
 """
 
 
-def _get(url: str, token: str | None) -> int:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 def test_local_job_cluster_has_a_loopback_token_auth_dashboard(tmp_path):
     token = secrets.token_hex(32)
     token_file = tmp_path / "auth_token"
@@ -71,9 +59,9 @@ def test_local_job_cluster_has_a_loopback_token_auth_dashboard(tmp_path):
         assert host == "127.0.0.1" and int(port) >= 8265, info
         assert info["actor"] == "ALIVE"  # the state API the placement-group cleaner polls
         api = f"http://{info['url']}"
-        assert _get(f"{api}/api/version", token) == 200
-        assert _get(f"{api}/api/jobs/", None) in (401, 403)  # token auth stays on
-        assert _get(f"{api}/api/jobs/", token) == 200
+        assert http_get(f"{api}/api/version", token, timeout=30)[0] == 200
+        assert http_get(f"{api}/api/jobs/", None, timeout=30)[0] == 401  # token auth stays on
+        assert http_get(f"{api}/api/jobs/", token, timeout=30)[0] == 200
     finally:
         proc.stdin.close()
         try:
