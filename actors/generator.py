@@ -3,8 +3,8 @@
 Used as a Ray Data ``map_batches`` class over an actor pool. Before each batch it acquires
 generation credits from the weight store (semi-online flow control) and loads the newest
 ``policy_version`` if there is one, so every sample is stamped with the exact weights that made it.
-Input batch: ``group_id, prompt, prompt_index, round`` (one row per prompt). Output: one row per
-sample with its latents (raw bytes), frames path and provenance.
+Input batch: ``group_id, prompt, prompt_index, round`` and optionally ``repeat`` (one row per group).
+Output: one row per sample with its latents (raw bytes), frames path and provenance.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ class GeneratorActor:
         self._sync()
         k, s = self.cfg.sampling.num_per_prompt, self.cfg.sampling
         jobs = []
-        for g, p, pi, r in zip(batch["group_id"], batch["prompt"], batch["prompt_index"], batch["round"]):
-            for seed in seeds_for(int(pi), k, self.cfg.seed, int(r)):
+        repeats = batch["repeat"] if "repeat" in batch else [0] * len(batch["prompt"])
+        for g, p, pi, r, j in zip(batch["group_id"], batch["prompt"], batch["prompt_index"], batch["round"], repeats):
+            for seed in seeds_for(int(pi), k, self.cfg.seed, int(r), int(j)):
                 jobs.append((str(g), str(p), int(pi), int(r), seed))
         t0 = time.time()
         out: dict[str, list] = {c: [] for c in ("sample_id", "group_id", "prompt", "round", "seed", "policy_version",

@@ -5,6 +5,8 @@ Validated once at the edge; errors are one line naming the field and what is all
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Literal
 
@@ -210,6 +212,19 @@ class LoopConfig(_Strict):
     score_final: bool = Field(False, description="rounds mode (semi-online ignores it): roll the final policy out once "
                               "more (the next round's prompts; judged, not trained, its rows kept as that round's data) "
                               "so every version has rollout scores and the summary can name best_version")
+    focus_explore: float | None = Field(None, ge=0, le=1, description=(
+        "rounds mode: from round 1, share each round's prompts_per_round groups out by the last rollouts "
+        "(ipo_ray/focus.py): a prompt whose last group held an accepted and a rejected sample weighs 1, one all "
+        "accepted or all rejected weighs this; None: every round draws prompts uniformly"))
+    focus_threshold: float = Field(0.8, ge=0, le=1, description="critic score at which a sample counts as accepted "
+                                   "for loop.focus_explore")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.focus_explore is not None and self.mode != "rounds":
+            raise PydanticCustomError("loop", "loop.focus_explore: only in rounds mode (semi-online draws its prompts "
+                                      "before any is judged)")
+        return self
 
 
 class EvalConfig(_Strict):
@@ -304,6 +319,9 @@ class Config(_Strict):
     def _check(self):
         if self.model.source == "pretrained" and not self.model.path:
             raise ValueError("model.path: required when model.source is 'pretrained' (a diffusers dir or hub id)")
+        if self.loop.focus_explore is not None and self.critic.protocol == "pairwise":
+            raise PydanticCustomError("loop", "loop.focus_explore: needs per-sample critic scores; critic.protocol "
+                                      "'pairwise' scores are win rates within a group")
         return self
 
 
@@ -319,7 +337,7 @@ def _format(err: ValidationError) -> str:
         msg = "unknown field"
     got = e.get("input")
     suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) and e["type"] != "extra_forbidden" else ""
-    if msg.startswith(loc + "."):  # a section's own check already names the field (pretrain.shape_pairs: ...)
+    if re.match(r"[a-z_]+(\.[a-z_]+)+: ", msg):  # a check that names its field (pretrain.shape_pairs: ...)
         return f"config error: {msg}{suffix}"
     return f"config error: {loc}: {msg}{suffix}"
 

@@ -304,7 +304,8 @@ class T2VPolicy:
         return sum(p.numel() for p in self.trainable_base().parameters())
 
 
-def seeds_for(prompt_index: int, k: int, base_seed: int = 0, round_: int = 0) -> list[int]:
-    """K distinct, reproducible seeds for a prompt in a round."""
-    rng = np.random.default_rng([base_seed, round_, prompt_index])
+def seeds_for(prompt_index: int, k: int, base_seed: int = 0, round_: int = 0, repeat: int = 0) -> list[int]:
+    """K distinct, reproducible seeds for a prompt in a round; ``repeat`` j > 0: the prompt's (j+1)-th group of
+    the round (``loop.focus_explore``), other seeds (the first group's seeds do not depend on it)."""
+    rng = np.random.default_rng([base_seed, round_, prompt_index] + ([repeat] if repeat else []))
     return [int(s) for s in rng.choice(2**31 - 1, size=k, replace=False)]

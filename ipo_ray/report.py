@@ -64,17 +64,27 @@ def _gif_uri(path: str) -> str:
     return "data:image/gif;base64," + base64.b64encode(p.read_bytes()).decode()
 
 
-def rollout_acceptance(run_dir: Path) -> list[dict]:
-    """Per policy version: acceptance and mean critic score of the rollouts it generated."""
+def rollout_acceptance(run_dir: Path, common_prompts: bool = False) -> list[dict]:
+    """Per policy version: acceptance and mean critic score of the rollouts it generated. ``common_prompts``
+    (runs with ``loop.focus_explore``, whose rounds share their groups out unevenly): only the prompts every
+    version rolled out, each prompt weighing the same, so versions are compared on the same prompts."""
     files = sorted((run_dir / "samples").glob("round_*/*.parquet"))
     if not files:
         return []
     import pyarrow as pa
 
-    t = pa.concat_tables([pq.read_table(f, columns=["policy_version", "score"]) for f in files]).to_pandas()
-    g = t.groupby("policy_version")["score"]
-    return [{"policy_version": int(v), "n": int(s.size), "acceptance": float((s >= 0.8).mean()),
-             "mean_score": float(s.mean())} for v, s in g]
+    t = pa.concat_tables([pq.read_table(f, columns=["policy_version", "prompt", "score"]) for f in files]).to_pandas()
+    t["accepted"] = t["score"] >= 0.8
+    if common_prompts:
+        common = set.intersection(*t.groupby("policy_version")["prompt"].apply(set))
+        t = t[t["prompt"].isin(common)] if common else t  # none in common: every prompt, still balanced
+        t = t.groupby(["policy_version", "prompt"]).agg(n=("score", "size"), accepted=("accepted", "mean"),
+                                                         score=("score", "mean")).reset_index()
+        return [{"policy_version": int(v), "n": int(g["n"].sum()), "prompts": int(len(g)),
+                 "acceptance": float(g["accepted"].mean()), "mean_score": float(g["score"].mean())}
+                for v, g in t.groupby("policy_version")]
+    return [{"policy_version": int(v), "n": int(g["score"].size), "acceptance": float(g["accepted"].mean()),
+             "mean_score": float(g["score"].mean())} for v, g in t.groupby("policy_version")]
 
 
 def best_rollout(rollouts: list[dict]) -> dict | None:
@@ -142,14 +152,16 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
     summary_text = summary_file.read_text() if summary_file.is_file() else ""
     if summary_text:
         parts.append("<h2>Summary</h2><pre>" + html.escape(summary_text) + "</pre>")
-    note = json.loads(summary_text).get("best_version_note") if summary_text else None
-    ra = rollout_acceptance(run_dir)
+    summary = json.loads(summary_text) if summary_text else {}
+    note = summary.get("best_version_note")
+    ra = summary.get("rollouts") or rollout_acceptance(run_dir)  # the run's own basis (focus: common prompts)
     r = None if note else best_rollout(ra)
     if note:
         parts.append(f"<p>{html.escape(note)}.</p>")
     if r is not None:
         parts.append(f"<p>Best version by its own rollouts (the critic's scores, training prompts, fresh seeds): "
-                     f"<b>v{r['policy_version']}</b>, acceptance {r['acceptance']:.3f} over {r['n']} videos "
+                     f"<b>v{r['policy_version']}</b>, acceptance {r['acceptance']:.3f} over {r['n']} videos"
+                     + (f" of the {r['prompts']} prompts every version rolled out" if "prompts" in r else "") + " "
                      f"(<code>--version best</code>). The evaluation below is independent of this choice.</p>")
     evals = eval_summaries(run_dir)
     charts = [

@@ -29,6 +29,7 @@ from actors.generator import GeneratorActor
 from actors.weight_store import WeightStore
 from ipo_ray.config import Config
 from ipo_ray.evaluate import read_prompts
+from ipo_ray.focus import allocate_groups, focus_weights, read_history
 from ipo_ray.local_ray import init_local_ray
 from ipo_ray.report import best_fields, rollout_acceptance
 from ipo_ray.round_data import read_round
@@ -54,13 +55,21 @@ def init_ray(num_cpus: int | None = None) -> None:
                        log_to_driver=True)
 
 
-def round_items(prompts: list[str], cfg: Config, r: int) -> list[dict]:
-    """The prompt groups of round ``r`` (deterministic: same config, same groups)."""
+def round_items(prompts: list[str], cfg: Config, r: int,
+                history: dict[str, tuple[int, int]] | None = None) -> list[dict]:
+    """The prompt groups of round ``r`` (deterministic: same config and history, same groups). ``history``
+    (prompt -> accepted, judged in its latest rollout; ``loop.focus_explore`` from round 1) shares the round's
+    groups out by contrast (``ipo_ray.focus``); without it each of ``prompts_per_round`` prompts gets one group."""
     rng = np.random.default_rng([cfg.seed, r, 17])
-    n = min(cfg.loop.prompts_per_round, len(prompts))
-    idx = rng.permutation(len(prompts))[:n] if n < len(prompts) else rng.permutation(len(prompts))
-    return [{"group_id": f"r{r:03d}-p{int(i):05d}", "prompt": prompts[int(i)], "prompt_index": int(i), "round": r}
-            for i in idx]
+    if history:
+        weights = focus_weights(prompts, history, cfg.loop.focus_explore)
+        counts = allocate_groups(weights, cfg.loop.prompts_per_round, rng)
+        groups = [(int(i), j) for i in rng.permutation(len(prompts)) for j in range(int(counts[i]))]
+    else:
+        n = min(cfg.loop.prompts_per_round, len(prompts))
+        groups = [(int(i), 0) for i in rng.permutation(len(prompts))[:n]]
+    return [{"group_id": f"r{r:03d}-p{i:05d}" + (f"-g{j}" if j else ""), "prompt": prompts[i], "prompt_index": i,
+             "round": r, "repeat": j} for i, j in groups]
 
 
 def real_dataset(cfg: Config, n: int = 256):
@@ -315,7 +324,7 @@ class Loop:
             return None
         tmp = data.with_name(data.name + ".tmp")  # a half-written round is regenerated from scratch
         shutil.rmtree(tmp, ignore_errors=True)
-        self.rollout_dataset(round_items(prompts, self.cfg, r)).write_parquet(str(tmp))
+        self.rollout_dataset(round_items(prompts, self.cfg, r, self.focus_history(r))).write_parquet(str(tmp))
         if not any(tmp.glob("*.parquet")):  # no rows at all: Ray Data wrote nothing (the samples are logged)
             shutil.rmtree(tmp, ignore_errors=True)
             if not allow_empty:
@@ -323,6 +332,13 @@ class Loop:
             return time.time() - t0
         tmp.rename(data)
         return time.time() - t0
+
+    def focus_history(self, r: int) -> dict[str, tuple[int, int]] | None:
+        """``loop.focus_explore``: what the rounds before ``r`` rolled out, per prompt (None: no focus)."""
+        c = self.cfg.loop
+        if c.focus_explore is None or r == 0:
+            return None
+        return read_history(self.run.path / "samples", r, c.focus_threshold) or None
 
     def score_final(self, prompts: list[str]) -> None:
         """``loop.score_final``: the final policy rolls out the next round (judged, not trained), so it has
@@ -414,7 +430,7 @@ class Loop:
                     self.score_final(prompts)
             else:
                 self.run_semi_online(prompts, state)
-            rollouts = rollout_acceptance(self.run.path)
+            rollouts = rollout_acceptance(self.run.path, common_prompts=c.loop.focus_explore is not None)
             summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
                        "final_version": self.run.latest_version(), **self.accounting(),
                        **best_fields(rollouts, c.critic.protocol), "rollouts": rollouts}

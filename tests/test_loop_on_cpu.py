@@ -209,3 +209,29 @@ def test_rounds_rollout_error_stops_the_trainer_with_that_error(ray_local, tiny_
     with pytest.raises(LoopFailed, match="round 0: only 0 training rows"):
         run_loop(ray_local, tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=1",
                  "algo.min_score_gap=1.0")
+
+
+def test_rounds_focus_shares_groups_out_by_the_last_rollouts(ray_local, tiny_base, tmp_path):
+    """``loop.focus_explore``: round 1's 8 groups go to the 4 prompts as the round-0 rollouts say (the allocation
+    the driver computes from the run's own samples), a prompt's extra groups draw other seeds, and the summary
+    compares versions on the prompts both rolled out."""
+    from ipo_ray.focus import read_history
+    from jobs.loop import round_items
+
+    prompts = ["a red circle falls down", "a blue square rises up", "a green circle grows",
+               "a yellow square moves from left to right"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=rounds", "algo.name=dpo", "loop.rounds=2",
+                            f"prompts={tmp_path / 'prompts.txt'}", "loop.focus_explore=0.5")
+    run = tmp_path / "run"
+    s0, s1 = read_dir(run / "samples" / "round_000"), read_dir(run / "samples" / "round_001")
+    assert len(s0) == 4 * 4 and len(s1) == 8 * 4  # round 0: one group per prompt (4 < prompts_per_round)
+    want = round_items(prompts, cfg, 1, read_history(run / "samples", 1, cfg.loop.focus_threshold))
+    assert sorted({s["group_id"] for s in s1}) == sorted(it["group_id"] for it in want)
+    per_prompt = {p: sum(it["prompt"] == p for it in want) for p in prompts}
+    assert sum(per_prompt.values()) == 8 and max(per_prompt.values()) >= 2  # some prompt has a second group
+    ids, seeds = [s["sample_id"] for s in s0 + s1], [(s["prompt"], s["round"], s["seed"]) for s in s0 + s1]
+    assert len(set(ids)) == len(ids) and len(set(seeds)) == len(seeds)
+    rows1 = read_dir(run / "data" / "round_001")
+    assert len(rows1) == 8 and {r["policy_version"] for r in rows1} == {1}
+    assert [(r["policy_version"], r["prompts"]) for r in summary["rollouts"]] == [(0, 4), (1, 4)]
