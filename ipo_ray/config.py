@@ -6,7 +6,6 @@ Validated once at the edge; errors are one line naming the field and what is all
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 from typing import Literal
 
