@@ -3,7 +3,7 @@
 Used as a Ray Data ``map_batches`` class over an actor pool. Before each batch it acquires
 generation credits from the weight store (semi-online flow control) and loads the newest
 ``policy_version`` if there is one, so every sample is stamped with the exact weights that made it.
-Input batch: ``group_id, prompt, prompt_index, round`` and optionally ``repeat`` (one row per group).
+Input batch: ``group_id, prompt, prompt_index, round, repeat`` (one row per group; ``jobs.loop.round_items``).
 Output: one row per sample with its latents (raw bytes), frames path and provenance.
 """
 
@@ -71,8 +71,7 @@ class GeneratorActor:
         self._sync()
         k, s = self.cfg.sampling.num_per_prompt, self.cfg.sampling
         jobs = []
-        repeats = batch["repeat"] if "repeat" in batch else [0] * len(batch["prompt"])
-        for g, p, pi, r, j in zip(batch["group_id"], batch["prompt"], batch["prompt_index"], batch["round"], repeats):
+        for g, p, pi, r, j in zip(batch["group_id"], batch["prompt"], batch["prompt_index"], batch["round"], batch["repeat"]):
             for seed in seeds_for(int(pi), k, self.cfg.seed, int(r), int(j)):
                 jobs.append((str(g), str(p), int(pi), int(r), seed))
         t0 = time.time()
