@@ -29,3 +29,12 @@ def test_video_files_decode_to_the_right_shape():
     moving = render("a red circle moves from right to left", 2)
     g = read_video(gif_bytes(moving, scale=2))  # GIF merges identical consecutive frames: use a moving clip
     assert g.shape == (8, 32, 32, 3) and np.array_equal(g[:, ::2, ::2], moving)
+
+
+def test_gif_is_lossless_for_world_clips_and_for_many_colours_still_close():
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)  # one colour per pixel: the own-palette path
+    assert np.array_equal(read_video(gif_bytes(noisy, scale=3))[:, ::3, ::3], noisy)
+    many = rng.integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)  # 576 colours: Pillow quantizes (lossy)
+    back = read_video(gif_bytes(many, scale=1))
+    assert back.shape == many.shape and np.abs(back.astype(int) - many.astype(int)).mean() < 40
