@@ -210,7 +210,8 @@ class LoopConfig(_Strict):
     generator_gpus: float = Field(0.0, ge=0)
     score_final: bool = Field(False, description="rounds mode (semi-online ignores it): roll the final policy out once "
                               "more (the next round's prompts; judged, not trained, its rows kept as that round's data) "
-                              "so every version has rollout scores and the summary can name best_version")
+                              "so every version has rollout scores and the rollouts can name best_version (without it the evaluation's "
+                              "train prompts name it)")
     focus_explore: float | None = Field(None, ge=0, le=1, description=(
         "rounds mode: from round 1, share each round's prompts_per_round groups out by the last rollouts "
         "(ipo_ray/focus.py): a prompt whose last group held an accepted and a rejected sample weighs 1, one all "

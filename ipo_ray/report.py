@@ -94,6 +94,10 @@ def best_rollout(rollouts: list[dict]) -> dict | None:
     return max(rollouts, key=lambda r: (r["acceptance"], r["mean_score"], r["policy_version"])) if rollouts else None
 
 
+NO_FINAL_ROLLOUT = ("no best_version by rollouts: the final version v{v} rolled nothing out (loop.score_final is "
+                    "off, or semi-online), so it could not be chosen; the run's evaluation names one (ipo-ray report), or "
+                    "pass --version N")
+
 # A pairwise critic's score is a video's win rate within its own group (the mean is 0.5 by construction), so
 # its rollout "acceptance" says nothing about which version is better: no best version is named then.
 NO_BEST_PAIRWISE = ("no best_version: the critic is pairwise, its scores are win rates within each group and do not "
@@ -106,12 +110,26 @@ def best_version(rollouts: list[dict], protocol: str = "score") -> int | None:
     return None if r is None else r["policy_version"]
 
 
-def best_fields(rollouts: list[dict], protocol: str = "score") -> dict:
-    """summary.json's ``best_version`` (and, when a pairwise critic cannot rank versions, why not)."""
-    out: dict = {"best_version": best_version(rollouts, protocol)}
+def best_fields(rollouts: list[dict], protocol: str = "score", final_version: int | None = None) -> dict:
+    """summary.json's ``best_version`` by the rollouts (``best_version_by: "rollouts"``), or None and a
+    ``best_version_note`` saying why: a pairwise critic cannot rank versions, or the final version has no
+    rollouts (``loop.score_final`` off, or semi-online), and a best that could never be the final one would mislead."""
     if protocol == "pairwise" and rollouts:
-        out["best_version_note"] = NO_BEST_PAIRWISE
-    return out
+        return {"best_version": None, "best_version_note": NO_BEST_PAIRWISE}
+    if rollouts and final_version is not None and final_version not in {r["policy_version"] for r in rollouts}:
+        return {"best_version": None, "best_version_note": NO_FINAL_ROLLOUT.format(v=final_version)}
+    best = best_version(rollouts, protocol)
+    return {"best_version": best, **({"best_version_by": "rollouts"} if best is not None else {})}
+
+
+def best_by_eval(evals: list[dict], final_version: int) -> dict | None:
+    """The evaluated version with the highest acceptance on the evaluation's train prompts (then mean score, then
+    the later version), when the final version is among them; never by the held-out split. None otherwise."""
+    scored = [e for e in evals if "train" in e]
+    if final_version not in {e["policy_version"] for e in scored}:
+        return None
+    top = max(scored, key=lambda e: (e["train"]["acceptance"], e["train"]["mean_score"], e["policy_version"]))
+    return {"best_version": int(top["policy_version"]), "best_version_by": "evaluation (train prompts)"}
 
 
 def throughput(run_dir: Path, recs: list[dict]) -> dict[str, list[tuple[float, float]]]:
@@ -155,7 +173,12 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
     summary = json.loads(summary_text) if summary_text else {}
     note = summary.get("best_version_note")
     ra = summary.get("rollouts") or rollout_acceptance(run_dir)  # the run's own basis (focus: common prompts)
-    r = None if note else best_rollout(ra)
+    by_eval = str(summary.get("best_version_by", "")).startswith("evaluation")
+    r = None if note or by_eval else best_rollout(ra)
+    if by_eval:
+        parts.append(f"<p>Best version by the evaluation below, on its train prompts (fixed prompts and seeds; the "
+                     f"held-out split never chooses): <b>v{summary['best_version']}</b> (<code>--version best</code>). "
+                     "The final version rolled nothing out, so the rollouts could not choose.</p>")
     if note:
         parts.append(f"<p>{html.escape(note)}.</p>")
     if r is not None:

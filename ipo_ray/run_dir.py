@@ -107,7 +107,7 @@ class RunDir:
         return policy, v
 
     def best_version(self) -> int:
-        """The version the finished run's summary names as best by its rollouts (``loop.score_final``)."""
+        """The version the finished run's summary names as best (by its rollouts, or by its evaluation's train prompts)."""
         f = self.path / "summary.json"
         summary = json.loads(f.read_text()) if f.is_file() else {}
         best = summary.get("best_version")
@@ -115,7 +115,8 @@ class RunDir:
             raise ValueError(f"--version best: run dir {str(self.path)!r} has {summary['best_version_note']}")
         if best is None:
             raise ValueError(f"--version best: run dir {str(self.path)!r} has no best_version in summary.json "
-                             "(a finished run writes it from its rollouts; loop.score_final scores the last version)")
+                             "(a finished run writes it from its rollouts when loop.score_final scores the last version, "
+                             "else from its evaluation: ipo-ray report)")
         return int(best)
 
     # ---- metrics

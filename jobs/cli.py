@@ -59,11 +59,15 @@ def cmd_run(args) -> int:
         from jobs.report import finish_run
 
         summary.update(finish_run(cfg, summary["run_dir"]))
+        if summary.get("best_version") is not None:  # the evaluation named what the rollouts could not
+            summary.pop("best_version_note", None)
     print(json.dumps(summary, indent=2))
     print(f"\nrun directory: {summary['run_dir']}")
     print(f"policy checkpoints: {summary['run_dir']}/policies (latest v{summary['final_version']})")
     if summary.get("best_version") is not None:
-        print(f"best by its own rollouts (critic scores): v{summary['best_version']} (--version best)")
+        by = summary.get("best_version_by", "rollouts")
+        how = "its own rollouts (critic scores)" if by == "rollouts" else by
+        print(f"best by {how}: v{summary['best_version']} (--version best)")
     elif summary.get("best_version_note"):
         print(summary["best_version_note"])
     if summary.get("report"):

@@ -433,7 +433,8 @@ class Loop:
             rollouts = rollout_acceptance(self.run.path, common_prompts=c.loop.focus_explore is not None)
             summary = {"run_dir": str(self.run.path), "mode": c.loop.mode, "seconds": time.time() - start,
                        "final_version": self.run.latest_version(), **self.accounting(),
-                       **best_fields(rollouts, c.critic.protocol), "rollouts": rollouts}
+                       **best_fields(rollouts, c.critic.protocol, self.run.latest_version()),
+                       "rollouts": rollouts}
             (self.run.path / "summary.json").write_text(json.dumps(summary, indent=2))
         finally:
             self.wandb.finish(summary, failed=summary is None)

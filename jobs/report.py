@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ipo_ray.config import Config  # noqa: E402
 from ipo_ray.evaluate import evaluate_policy, read_prompts, set_threads  # noqa: E402
-from ipo_ray.report import write_report  # noqa: E402
+from ipo_ray.report import best_by_eval, eval_summaries, write_report  # noqa: E402
 from ipo_ray.run_dir import RunDir  # noqa: E402
 
 
@@ -151,8 +151,27 @@ def finish_run(cfg: Config, run_dir: str, log=print) -> dict:
             _store_base_eval(cfg, base_key, out)
         results[v] = {k: s[k]["acceptance"] for k in ("train", "heldout") if k in s}
         log(f"eval v{v}: " + ", ".join(f"{k} acceptance {a:.3f}" for k, a in results[v].items()))
+    best = name_best_by_eval(run)
     report = write_report(run.path)
-    return {"eval": results, "report": str(report)}
+    return {"eval": results, **best, "report": str(report)}
+
+
+def name_best_by_eval(run: RunDir) -> dict:
+    """When the rollouts named no best version for want of the final version's rollouts (``loop.score_final``
+    off, semi-online), or because the critic is pairwise, the evaluation's train split names it: written into
+    summary.json (whole, beside and renamed) and returned; otherwise nothing changes."""
+    f = run.path / "summary.json"
+    summary = json.loads(f.read_text()) if f.is_file() else None
+    if not summary or summary.get("best_version") is not None or "final_version" not in summary:
+        return {}
+    best = best_by_eval(eval_summaries(run.path), int(summary["final_version"]))
+    if best is None:
+        return {}
+    summary = {k: v for k, v in summary.items() if k != "best_version_note"} | best
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, f)
+    return best
 
 
 def main(argv=None) -> int:

@@ -248,3 +248,38 @@ def test_pretraining_data_mix_follows_word_weights_and_the_chosen_flaws():
     # every clip carries the one allowed flaw: frozen frames, so no motion
     assert all((v == v[0]).all() for v in videos[:40])
     assert all(judge_details(v, t)["motion"] == 0.0 for v, t in zip(videos[:40], prompts[:40]) if "grows" not in t)
+
+
+def test_without_the_final_versions_rollouts_the_evaluations_train_prompts_name_the_best(tmp_path):
+    """``loop.score_final`` off (the default): the rollouts cannot name the final version, so they name none;
+    ``finish_run``'s evaluation names it from the train split (never held-out) and rewrites summary.json."""
+    from ipo_ray.report import NO_BEST_PAIRWISE, best_fields
+    from ipo_ray.run_dir import RunDir
+    from jobs.report import name_best_by_eval
+
+    r = lambda v, a: {"policy_version": v, "acceptance": a, "mean_score": a, "n": 8}  # noqa: E731
+    rollouts = [r(0, 0.2), r(1, 0.5), r(2, 0.3)]
+    assert best_fields(rollouts, "score", final_version=2) == {"best_version": 1, "best_version_by": "rollouts"}
+    unscored = best_fields(rollouts, "score", final_version=3)
+    assert unscored["best_version"] is None and "final version v3 rolled nothing out" in unscored["best_version_note"]
+    assert best_fields(rollouts, "pairwise", final_version=2)["best_version_note"] == NO_BEST_PAIRWISE
+
+    run = RunDir(tmp_path / "run")
+    split = lambda a, m: {"acceptance": a, "mean_score": m, "n": 100}  # noqa: E731
+    evals = {0: (split(0.28, 0.4), split(0.06, 0.2)), 1: (split(0.30, 0.5), split(0.30, 0.5)),
+             2: (split(0.38, 0.5), split(0.10, 0.3)), 3: (split(0.38, 0.6), split(0.05, 0.3))}
+    for v, (train, held) in evals.items():
+        d = run.path / "eval" / f"v{v:06d}"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"policy_version": v, "train": train, "heldout": held}))
+    (run.path / "summary.json").write_text(json.dumps({"final_version": 3, "rollouts": rollouts, **unscored}))
+    # v2 and v3 tie on train acceptance, v3's mean score is higher; v1's held-out lead does not count.
+    assert name_best_by_eval(run) == {"best_version": 3, "best_version_by": "evaluation (train prompts)"}
+    s = json.loads((run.path / "summary.json").read_text())
+    assert s["best_version"] == 3 and "best_version_note" not in s and s["rollouts"] == rollouts
+    assert run.best_version() == 3 and not list(run.path.glob("*.tmp"))
+    assert name_best_by_eval(run) == {}  # named once; a rollout-named best is never overridden
+    (run.path / "summary.json").write_text(json.dumps({"final_version": 4, **best_fields(rollouts, "score", 4)}))
+    assert name_best_by_eval(run) == {}  # v4 not evaluated: nothing named, the note stays
+    with pytest.raises(ValueError, match="--version best: .* final version v4 rolled nothing out"):
+        run.best_version()
