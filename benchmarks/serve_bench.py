@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine load (1-min load average): {load_before[0]:.1f} before; after each round, on "
         f"{', '.join(f'{x:.1f}' for x in loads['on'])}, off {', '.join(f'{x:.1f}' for x in loads['off'])}; "
-        f"{load_after[0]:.1f} at the end. Other processes shared the 2 cores, so absolute numbers are noisy. "
+        f"{load_after[0]:.1f} at the end" + (". Other processes shared the machine's cores, so absolute numbers are noisy. "
+                                               if load_before[0] >= 1.0 else " (the benchmark's own processes). ") +
         f"p99 of {on['requests']} requests is close to the maximum.",
     ]
     text = "\n".join(lines)
