@@ -178,7 +178,8 @@ def write_report(run_dir: str | Path, max_prompts: int = 6, max_seeds: int = 3) 
     if by_eval:
         parts.append(f"<p>Best version by the evaluation below, on its train prompts (fixed prompts and seeds; the "
                      f"held-out split never chooses): <b>v{summary['best_version']}</b> (<code>--version best</code>). "
-                     "The final version rolled nothing out, so the rollouts could not choose.</p>")
+                     + (f"The rollouts could not choose: {html.escape(summary['rollouts_no_best'].split(': ', 1)[-1])}."
+                        if summary.get("rollouts_no_best") else "") + "</p>")
     if note:
         parts.append(f"<p>{html.escape(note)}.</p>")
     if r is not None:

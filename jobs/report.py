@@ -167,7 +167,8 @@ def name_best_by_eval(run: RunDir) -> dict:
     best = best_by_eval(eval_summaries(run.path), int(summary["final_version"]))
     if best is None:
         return {}
-    summary = {k: v for k, v in summary.items() if k != "best_version_note"} | best
+    why = summary.pop("best_version_note", None)  # kept as why the rollouts named none (report.html shows it)
+    summary = summary | best | ({"rollouts_no_best": why} if why else {})
     tmp = f.with_name(f.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, f)
