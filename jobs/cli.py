@@ -35,6 +35,15 @@ def ensure_base(cfg, log=print) -> None:
     pretrain(cfg, path, log=log)
 
 
+def with_evaluation(summary: dict, finished: dict) -> dict:
+    """The loop's summary with the evaluation's results; when the evaluation named the best version that the
+    rollouts could not, their reason stays under ``rollouts_no_best``, as summary.json keeps it."""
+    out = summary | finished
+    if out.get("best_version") is not None and out.get("best_version_note"):
+        out["rollouts_no_best"] = out.pop("best_version_note")
+    return out
+
+
 def cmd_run(args) -> int:
     from jobs.loop import Loop
 
@@ -58,9 +67,7 @@ def cmd_run(args) -> int:
     if not args.no_eval:
         from jobs.report import finish_run
 
-        summary.update(finish_run(cfg, summary["run_dir"]))
-        if summary.get("best_version") is not None:  # the evaluation named what the rollouts could not
-            summary.pop("best_version_note", None)
+        summary = with_evaluation(summary, finish_run(cfg, summary["run_dir"]))
     print(json.dumps(summary, indent=2))
     print(f"\nrun directory: {summary['run_dir']}")
     print(f"policy checkpoints: {summary['run_dir']}/policies (latest v{summary['final_version']})")

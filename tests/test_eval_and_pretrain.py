@@ -278,6 +278,12 @@ def test_without_the_final_versions_rollouts_the_evaluations_train_prompts_name_
     s = json.loads((run.path / "summary.json").read_text())
     assert s["best_version"] == 3 and "best_version_note" not in s and s["rollouts"] == rollouts
     assert s["rollouts_no_best"] == unscored["best_version_note"]  # why the rollouts named none, kept
+    from jobs.cli import with_evaluation  # what `ipo-ray run` prints says the same as the file
+    loop_summary = {"final_version": 3, "rollouts": rollouts, **unscored}
+    printed = with_evaluation(loop_summary, {"best_version": 3, "best_version_by": "evaluation (train prompts)"})
+    assert {k: printed[k] for k in ("best_version", "best_version_by", "rollouts_no_best")} == \
+        {k: s[k] for k in ("best_version", "best_version_by", "rollouts_no_best")} and "best_version_note" not in printed
+    assert with_evaluation(loop_summary, {"eval": {}})["best_version_note"] == unscored["best_version_note"]
     assert run.best_version() == 3 and not list(run.path.glob("*.tmp"))
     assert name_best_by_eval(run) == {}  # named once; a rollout-named best is never overridden
     (run.path / "summary.json").write_text(json.dumps({"final_version": 4, **best_fields(rollouts, "score", 4)}))
