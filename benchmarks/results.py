@@ -15,3 +15,10 @@ def update_section(title: str, body: str, path: Path = RESULTS) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: block + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     path.write_text(text)
+
+
+def read_section(title: str, path: Path = RESULTS) -> str | None:
+    """The body of section ``title`` as written, or None when there is none."""
+    text = path.read_text() if path.is_file() else ""
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return m.group(1).strip() if m else None
