@@ -4,6 +4,7 @@ measured at the base (policy = reference) on rows made the loop's way from the b
 
     python benchmarks/loss_terms.py                                  # the embedded default
     python benchmarks/loss_terms.py --set algo.lambda_chosen=1000    # what a weight would change
+    python benchmarks/loss_terms.py --set algo.nll_units=beta        # IPO's weights in beta's units
 
 IPO's weights (0.2, 0.1) are stated for log-likelihoods; here every term is a per-sample mean squared
 error (DESIGN §3), and the DPO term's gradient carries β (5000), so the ratio this prints says
@@ -57,7 +58,7 @@ def term_norms(policy, batch: dict, real_frames: np.ndarray, real_prompts: list[
         with torch.no_grad(), policy.reference() as ref_net:
             ref_l = policy.training_error(xl, cond, t, noise, model=ref_net)
         out["preference"] = grad_norm(diffusion_dpo_loss(err, err_l, ref, ref_l, algo.beta)[0], params)
-        out["nll_chosen"] = grad_norm(algo.lambda_chosen * nll_loss(err)[0], params)
+        out["nll_chosen"] = grad_norm(algo.nll_weights()["lambda_chosen"] * nll_loss(err)[0], params)
     elif algo.name == "kto":
         des = torch.as_tensor(np.asarray(batch["desirable"], bool))
         out["preference"] = grad_norm(diffusion_kto_loss(err, ref, des, algo.beta, algo.lambda_desirable,
@@ -67,7 +68,7 @@ def term_norms(policy, batch: dict, real_frames: np.ndarray, real_prompts: list[
     xr = policy.codec.encode(torch.from_numpy(real_frames))
     nr, tr = policy.sample_noise_and_t(len(real_prompts), generator=gen)
     err_r = policy.training_error(xr, policy.encode_prompts(real_prompts), tr, nr)
-    out["nll_real"] = grad_norm(algo.lambda_real * nll_loss(err_r)[0], params)
+    out["nll_real"] = grad_norm(algo.nll_weights()["lambda_real"] * nll_loss(err_r)[0], params)
     return out
 
 
@@ -106,7 +107,8 @@ def main(argv=None) -> dict:
     ratios = {key: mean[key] / mean["preference"] for key in mean if key != "preference"}
     a = cfg.algo
     cmd = "python benchmarks/loss_terms.py" + "".join(f" --set {o}" for o in args.overrides)
-    line = (f"| `{cmd}` | {a.name}, β {a.beta:g}, λ1 {a.lambda_chosen:g}, λ2 {a.lambda_real:g} | {len(norms)} x {bs} rows"
+    w = a.nll_weights()
+    line = (f"| `{cmd}` | {a.name}, β {a.beta:g}, λ1 {w['lambda_chosen']:g}, λ2 {w['lambda_real']:g} | {len(norms)} x {bs} rows"
             f" + {rbs} real | {mean['preference']:.3g} | "
             + " | ".join(f"{mean[key]:.3g} ({ratios[key]:.1e})" if key in mean else "-" for key in ("nll_chosen", "nll_real"))
             + " |")

@@ -171,8 +171,21 @@ class AlgoConfig(_Strict):
                               "shares of the loss (KTO's lambda_D*n_D = lambda_U*n_U), whatever the critic's accept rate")
     kto_nll_desirable: float = Field(0.0, ge=0, description="KTO: NLL weight on desirable rows (not in IPO's "
                                      "objective; the counterpart of DPO's lambda_chosen on chosen samples)")
+    nll_units: Literal["mse", "beta"] = Field("mse", description="the NLL weights' units for DPO and KTO: 'mse' "
+                                             "uses lambda_chosen, lambda_real and kto_nll_desirable as written on the "
+                                             "per-sample mean squared error (DESIGN §3); 'beta' multiplies them by beta, "
+                                             "the factor the preference term's gradient carries, so IPO's 0.2 / 0.1 weigh "
+                                             "against it as in log-likelihood units (as written they are ~1e-4 of it: "
+                                             "benchmarks/loss_terms.py)")
     rwr_shaping: Literal["linear", "exp", "best_of_n"] = "exp"
     rwr_temperature: float = Field(0.1, gt=0)
+
+    def nll_weights(self) -> dict[str, float]:
+        """The NLL weights the objective applies: ``lambda_chosen``, ``lambda_real``, ``kto_nll_desirable``,
+        times ``beta`` under ``nll_units: beta`` for DPO and KTO (RWR and SFT have no beta in their main term)."""
+        s = self.beta if self.nll_units == "beta" and self.name in ("dpo", "kto") else 1.0
+        return {"lambda_chosen": self.lambda_chosen * s, "lambda_real": self.lambda_real * s,
+                "kto_nll_desirable": self.kto_nll_desirable * s}
 
 
 class TrainConfig(_Strict):

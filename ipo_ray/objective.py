@@ -119,14 +119,15 @@ class PreferenceStep:
         else:
             scale = 1.0
         err_real = err[-n_real:] if n_real else None
+        lam = a.nll_weights()
         if a.name == "dpo":
             loss, metrics = ipo_dpo_objective(err[:n][keep], err[n:2 * n][keep], ref[:n][keep], ref[n:2 * n][keep],
-                                              a.beta, err_real, a.lambda_chosen, a.lambda_real)
+                                              a.beta, err_real, lam["lambda_chosen"], lam["lambda_real"])
         elif a.name == "kto":
             des = torch.as_tensor(np.asarray(batch["desirable"], bool), device=dev)
-            loss, metrics = ipo_kto_objective(err[:n][keep], ref[:n][keep], des[keep], a.beta, err_real, a.lambda_real,
-                                              a.lambda_desirable, a.lambda_undesirable, a.kto_balance,
-                                              a.kto_nll_desirable)
+            loss, metrics = ipo_kto_objective(err[:n][keep], ref[:n][keep], des[keep], a.beta, err_real,
+                                              lam["lambda_real"], a.lambda_desirable, a.lambda_undesirable,
+                                              a.kto_balance, lam["kto_nll_desirable"])
         else:  # rwr / sft (best-of-N): reward-weighted denoising loss
             shaping = "best_of_n" if a.name == "sft" else a.rwr_shaping
             w = rwr_weights(torch.as_tensor(np.asarray(batch["reward"], np.float32)), shaping, a.rwr_temperature,

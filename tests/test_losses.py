@@ -185,3 +185,44 @@ def test_row_noise_is_shared_by_row_and_high_noise_fraction_moves_t_up():
     assert int(t1.max()) < 1000 and int(t1.min()) >= 0
     t2, _ = _row_noise(ids, (2, 3, 4, 4), step=3, seed=0, high_noise_fraction=1.0)
     assert int(t2.min()) >= 500
+
+
+def test_nll_units_beta_weighs_the_regularisers_against_the_preference_term():
+    """``algo.nll_units: beta`` multiplies the DPO / KTO NLL weights by beta (not RWR's or SFT's), and the
+    trainer's objective applies them: at the reference the DPO loss is log 2 and the rest is the NLL terms."""
+    from ipo_ray.codec import frames_to_unit
+    from ipo_ray.config import AlgoConfig
+    from ipo_ray.objective import PreferenceStep
+    from ipo_ray.policy import T2VPolicy
+    from ipo_ray.rows import encode_latents
+    from ipo_ray.world import render
+
+    assert AlgoConfig(name="dpo", beta=5000, nll_units="beta").nll_weights() == \
+        {"lambda_chosen": 1000.0, "lambda_real": 500.0, "kto_nll_desirable": 0.0}
+    assert AlgoConfig(name="kto", beta=500, nll_units="beta", kto_nll_desirable=1.0).nll_weights()["kto_nll_desirable"] == 500
+    assert AlgoConfig(name="sft", beta=5000, nll_units="beta").nll_weights()["lambda_real"] == 0.1
+    assert AlgoConfig(name="dpo", beta=5000).nll_weights()["lambda_chosen"] == 0.2  # as written by default
+    # The chosen row's gradient at the reference: DPO gives beta/2, the NLL lambda_chosen (per row, /B).
+    e_w = t(0.1).requires_grad_()
+    for units, share in (("mse", 0.2 / (2500 + 0.2)), ("beta", 1000 / (2500 + 1000))):
+        w = AlgoConfig(name="dpo", beta=5000, nll_units=units).nll_weights()
+        total, _ = ipo_dpo_objective(e_w, t(0.2), t(0.1), t(0.2), 5000.0, None, w["lambda_chosen"], w["lambda_real"])
+        (g,) = torch.autograd.grad(total, e_w)
+        assert w["lambda_chosen"] / g.item() == pytest.approx(share)
+
+    torch.manual_seed(0)
+    policy = T2VPolicy.build_tiny(tiny_config().model).setup_finetune()
+    prompts = ["a red square moves from left to right", "a blue circle falls down"]
+    x = frames_to_unit(np.stack([render(p, 0) for p in prompts])).numpy()
+    xl = frames_to_unit(np.stack([render(p, 0, flaw="reversed") for p in prompts])).numpy()
+    batch = {"row_id": ["a", "b"], "prompt": prompts, "latents": [encode_latents(v) for v in x],
+             "latents_l": [encode_latents(v) for v in xl], "latent_shape": [list(x.shape[1:])] * 2,
+             "latent_dtype": ["float32"] * 2}
+    real = {"prompt": prompts, "frames": np.stack([render(p, 1) for p in prompts])}
+    for units in ("mse", "beta"):
+        cfg = tiny_config("algo.name=dpo", "algo.beta=5000", f"algo.nll_units={units}")
+        loss, m = PreferenceStep(policy, policy.transformer, cfg, torch.device("cpu"))(batch, real, np.ones(2, bool), 0)
+        w = cfg.algo.nll_weights()
+        assert m["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)
+        assert loss.item() == pytest.approx(math.log(2) + w["lambda_chosen"] * m["nll_chosen"]
+                                            + w["lambda_real"] * m["nll_real"], rel=1e-5)
