@@ -133,9 +133,9 @@ class PreferenceStep:
             w = rwr_weights(torch.as_tensor(np.asarray(batch["reward"], np.float32)), shaping, a.rwr_temperature,
                             threshold=a.desirable_threshold).to(dev)
             loss, metrics = rwr_loss(err[:n][keep], w[keep])
-            if err_real is not None and a.lambda_real > 0:
+            if err_real is not None and lam["lambda_real"] > 0:
                 nll_r, _ = nll_loss(err_real)
-                loss = loss + a.lambda_real * nll_r
+                loss = loss + lam["lambda_real"] * nll_r
                 metrics["nll_real"] = float(nll_r.detach())
             metrics["loss"] = float(loss.detach())
         return loss * scale, metrics
