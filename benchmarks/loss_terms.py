@@ -28,7 +28,7 @@ from benchmarks.results import update_section  # noqa: E402
 from ipo_ray.config import load_config  # noqa: E402
 from ipo_ray.critic.base import label_for  # noqa: E402
 from ipo_ray.losses import diffusion_dpo_loss, diffusion_kto_loss, nll_loss  # noqa: E402
-from ipo_ray.objective import _latents  # noqa: E402
+from ipo_ray.objective import PreferenceStep, _latents  # noqa: E402
 from ipo_ray.policy import seeds_for  # noqa: E402
 from ipo_ray.rows import columns, rows_for  # noqa: E402
 from ipo_ray.run_dir import load_base_policy  # noqa: E402
@@ -40,35 +40,33 @@ def grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
     return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
 
 
-def term_norms(policy, batch: dict, real_frames: np.ndarray, real_prompts: list[str], algo, seed: int = 0) -> dict:
-    """Gradient norm of each weighted term on one batch (shared t and noise for chosen and rejected)."""
+def term_norms(policy, cfg, batch: dict, real_frames: np.ndarray, real_prompts: list[str], seed: int = 0) -> dict:
+    """Gradient norm of each weighted term on one batch; errors from the trainer's ``PreferenceStep.errors``
+    (policy and reference, chosen and rejected sharing t and noise)."""
+    algo, lam = cfg.algo, cfg.algo.nll_weights()
     gen = torch.Generator().manual_seed(seed)
+    step = PreferenceStep(policy, policy.transformer, cfg, policy.device)
     x = _latents(batch["latents"], batch["latent_shape"], batch["latent_dtype"])
     n = x.shape[0]
     noise, t = policy.sample_noise_and_t(n, generator=gen)
-    cond = policy.encode_prompts(list(batch["prompt"]))
+    prompts = list(batch["prompt"])
     params = [p for p in policy.transformer.parameters() if p.requires_grad]
-    err = policy.training_error(x, cond, t, noise)
-    with torch.no_grad(), policy.reference() as ref_net:
-        ref = policy.training_error(x, cond, t, noise, model=ref_net)
     out = {}
     if algo.name == "dpo":
         xl = _latents(batch["latents_l"], batch["latent_shape"], batch["latent_dtype"])
-        err_l = policy.training_error(xl, cond, t, noise)
-        with torch.no_grad(), policy.reference() as ref_net:
-            ref_l = policy.training_error(xl, cond, t, noise, model=ref_net)
-        out["preference"] = grad_norm(diffusion_dpo_loss(err, err_l, ref, ref_l, algo.beta)[0], params)
-        out["nll_chosen"] = grad_norm(algo.nll_weights()["lambda_chosen"] * nll_loss(err)[0], params)
+        err, ref = step.errors(torch.cat([x, xl]), prompts * 2, torch.cat([t, t]), torch.cat([noise, noise]), True)
+        out["preference"] = grad_norm(diffusion_dpo_loss(err[:n], err[n:], ref[:n], ref[n:], algo.beta)[0], params)
+        out["nll_chosen"] = grad_norm(lam["lambda_chosen"] * nll_loss(err[:n])[0], params)
     elif algo.name == "kto":
+        err, ref = step.errors(x, prompts, t, noise, True)
         des = torch.as_tensor(np.asarray(batch["desirable"], bool))
         out["preference"] = grad_norm(diffusion_kto_loss(err, ref, des, algo.beta, algo.lambda_desirable,
                                                          algo.lambda_undesirable)[0], params)
     else:
         raise SystemExit(f"algo.name: {algo.name!r} has no preference term to compare (dpo, kto)")
-    xr = policy.codec.encode(torch.from_numpy(real_frames))
     nr, tr = policy.sample_noise_and_t(len(real_prompts), generator=gen)
-    err_r = policy.training_error(xr, policy.encode_prompts(real_prompts), tr, nr)
-    out["nll_real"] = grad_norm(algo.nll_weights()["lambda_real"] * nll_loss(err_r)[0], params)
+    err_r, _ = step.errors(step.encode_real(real_frames), real_prompts, tr, nr, False)
+    out["nll_real"] = grad_norm(lam["lambda_real"] * nll_loss(err_r)[0], params)
     return out
 
 
@@ -100,7 +98,7 @@ def main(argv=None) -> dict:
         batch = columns(rows[b * bs:(b + 1) * bs])
         rp = [train[j] for j in rng.integers(0, len(train), rbs)]
         frames = np.stack([render(p, int(rng.integers(1 << 30))) for p in rp])
-        norms.append(term_norms(policy, batch, frames, rp, cfg.algo, seed=b))
+        norms.append(term_norms(policy, cfg, batch, frames, rp, seed=b))
     if not norms:
         raise SystemExit(f"the base's groups on {args.prompts} prompts made {len(rows)} rows: fewer than one batch")
     mean = {key: float(np.mean([x[key] for x in norms])) for key in norms[0]}
