@@ -34,6 +34,56 @@ def landed(path: Path) -> str:
     return (out.stdout.split() or ["(this tree)"])[-1]
 
 
+def shape_group(prompt: str) -> str:
+    """'circle', 'square' or 'two-object': what a world prompt asks to draw (the square's corners are what the
+    base misses; RESULTS "Base model")."""
+    from ipo_ray.world.grammar import parse_prompt
+
+    objects = parse_prompt(prompt).objects
+    return "two-object" if len(objects) > 1 else objects[0][1]
+
+
+def by_shape(samples: Path) -> dict[str, float]:
+    """Train-split acceptance per shape group of one evaluation's ``samples.parquet``."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(samples, columns=["prompt", "split", "accepted"]).to_pandas()
+    t = t[t["split"] == "train"]
+    return {k: float(v) for k, v in t.groupby(t["prompt"].map(shape_group))["accepted"].mean().items()}
+
+
+def backfill(path: Path) -> bool:
+    """Add ``train_by_shape`` to a stored row's evaluations from its run directory, where that is still on disk."""
+    r = json.loads(path.read_text())
+    run_dir = ROOT / "runs" / f"bench-{r['name']}"
+    if all("train_by_shape" in e for e in r["evals"]):
+        return False
+    files = [run_dir / "eval" / f"v{e['version']:06d}" / "samples.parquet" for e in r["evals"]]
+    if not all(f.exists() for f in files):
+        return False
+    for e, f in zip(r["evals"], files):
+        e["train_by_shape"] = by_shape(f)
+    path.write_text(json.dumps(r, indent=2))
+    return True
+
+
+def shape_table(rows: list[dict]) -> str:
+    """Train acceptance by shape group, base -> last round, for the rows that stored it."""
+    groups = ("circle", "square", "two-object")
+    lines = ["Train acceptance by what the prompt asks to draw (21 circle, 21 square and 8 two-object prompts, every "
+             "two-object one with a square; the same videos as the table above), base -> last round, for the rows "
+             "whose evaluation samples were kept:", "",
+             "| setting | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for r in rows:
+        ev = r["evals"]
+        if not all("train_by_shape" in e for e in (ev[0], ev[-1])):
+            continue
+        cells = [f"{ev[0]['train_by_shape'].get(g, float('nan')):.3f} -> {ev[-1]['train_by_shape'].get(g, float('nan')):.3f}"
+                 for g in groups]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table() -> str:
     paths = sorted(STORE.glob("*.json"))
     rows = [json.loads(p.read_text()) for p in paths]
@@ -56,7 +106,7 @@ def table() -> str:
                      f"{100 * (tr[-1] - tr[0]):+.1f} pts | {100 * (he[-1] - he[0]):+.1f} pts | "
                      f"{' / '.join(f'{s:.0f}' for s in r['round_seconds']) or 'one stream: %.0f' % r['loop_seconds']} | {ev[0]['n_train']} / {ev[0]['n_heldout']} | "
                      f"{landed(path)} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + shape_table(rows)
 
 
 def main(argv=None) -> int:
@@ -65,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="configs/world-tiny.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--backfill", action="store_true",
+                    help="add per-shape acceptance to stored rows whose run directory is still under runs/")
     args = ap.parse_args(argv)
     if not args.table_only:
         from ipo_ray.config import load_config
@@ -83,7 +135,8 @@ def main(argv=None) -> int:
             evals.append({"version": v, "train": s["train"]["acceptance"], "heldout": s["heldout"]["acceptance"],
                           "train_mean": s["train"]["mean_score"], "heldout_mean": s["heldout"]["mean_score"],
                           "n_train": s["train"]["n"], "n_heldout": s["heldout"]["n"],
-                          "dynamic_degree": s.get("dynamic_degree"), "temporal_flicker": s.get("temporal_flicker")})
+                          "dynamic_degree": s.get("dynamic_degree"), "temporal_flicker": s.get("temporal_flicker"),
+                          "train_by_shape": by_shape(run_dir / "eval" / f"v{v:06d}" / "samples.parquet")})
         recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
         rounds = [r for r in recs if r.get("event") == "round"]
         STORE.mkdir(parents=True, exist_ok=True)
@@ -91,6 +144,10 @@ def main(argv=None) -> int:
         (STORE / f"{args.name}.json").write_text(json.dumps({
             "name": args.name, "command": cmd, "evals": evals, "loop_seconds": loop_s,
             "round_seconds": [r.get("seconds", float("nan")) for r in rounds], "summary": summary}, indent=2))
+    if args.backfill:
+        for path in sorted(STORE.glob("*.json")):
+            if backfill(path):
+                print(f"backfilled {path.name}")
     update_section("Learning (verifiable world)", table())
     print(table())
     return 0
