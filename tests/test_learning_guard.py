@@ -2,9 +2,10 @@
 
 One prompt the base gets right about a quarter of the time ("a blue circle moves from left to right":
 14 of the 48 evaluation seeds), one round of best-of-64 SFT through the whole loop (generator actor, world
-critic, rows, Ray Train, publish; DDP across workers is covered by the loop tests), then the published policy v1 and the base are
-judged on the same 48 fresh seeds (passed with the committed base of 2026-11-23, 0.29 before). A broken loss,
-row builder, optimizer step or publish leaves v1 at the base's rate (or breaks it), and this fails.
+critic, rows, Ray Train with one worker, publish; DDP across workers is covered by the loop tests), then
+the published policy v1 and the base are judged on the same 48 fresh seeds (0.29 before, 0.81 after in the
+trials of 2026-12-05 with the committed base of 2026-11-23). A broken loss, row builder, optimizer step or
+publish leaves v1 at the base's rate (or breaks it), and this fails.
 """
 
 from __future__ import annotations
