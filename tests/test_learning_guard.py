@@ -38,8 +38,8 @@ def test_one_round_of_the_loop_moves_the_judge(ray_local, tmp_path):
     prompts.write_text(PROMPT + "\n")
     run_dir = tmp_path / "run"
     sets = [f"prompts={prompts}", "loop.rounds=1", "loop.prompts_per_round=1", "sampling.num_per_prompt=64",
-            "algo.name=sft", "train.num_workers=1", "train.lr=5e-4", "train.warmup_steps=5",
-            "train.batch_size=8", "loop.epochs_per_round=12", "algo.lambda_real=0", "loop.score_final=false", f"run_dir={run_dir}"]
+            "algo.name=sft", "train.num_workers=1", "train.lr=5e-4", "train.warmup_steps=5", "train.batch_size=8",
+            "loop.epochs_per_round=12", "algo.lambda_real=0", "loop.score_final=false", f"run_dir={run_dir}"]
     train_job(ray_local, "--config", str(ROOT / "configs" / "world-tiny.yaml"), *[x for s in sets for x in ("--set", s)])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_version"] == 1 and summary["rows_trained"] >= 120  # ~15 accepted rows x 12 epochs
