@@ -17,13 +17,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ipo_ray.world.judge import ACCEPT, CORE, judge_details  # noqa: E402 (numpy only)
+
 PROMPTS = ["a red square falls down", "a blue square moves from left to right", "a green square rises up",
            "a red circle falls down"]
 
 
 def lit(frames: np.ndarray) -> float:
-    """Mean lit pixels per frame of uint8 clips ``[..., F, H, W, 3]``."""
-    return float((np.asarray(frames).max(-1) >= 128).sum((-2, -1)).mean())
+    """Mean lit pixels (brightest channel >= the judge's CORE) per frame of uint8 clips ``[..., F, H, W, 3]``."""
+    return float((np.asarray(frames).max(-1) >= CORE).sum((-2, -1)).mean())
 
 
 def main() -> None:
@@ -31,7 +33,6 @@ def main() -> None:
 
     from ipo_ray.config import load_config
     from ipo_ray.run_dir import load_base_policy
-    from ipo_ray.world.judge import ACCEPT, judge_details
     from ipo_ray.world.render import render
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
