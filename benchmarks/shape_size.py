@@ -29,8 +29,6 @@ def lit(frames: np.ndarray) -> float:
 
 
 def main() -> None:
-    import torch
-
     from ipo_ray.config import load_config
     from ipo_ray.run_dir import load_base_policy
     from ipo_ray.world.render import render
@@ -42,7 +40,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--guidance", type=float, nargs="+", default=[2.0])
     args = ap.parse_args()
-    torch.manual_seed(0)
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "world-tiny.yaml",
                       [f"model.path={args.base}"])
     policy = load_base_policy(cfg)
