@@ -162,6 +162,12 @@ class AlgoConfig(_Strict):
     lambda_real: float = Field(0.1, ge=0, description="NLL weight on real videos (IPO λ2 / KTO λ)")
     min_score_gap: float = Field(0.3, ge=0, le=1)
     pairs_per_group: int = Field(1, ge=1, description="DPO: disjoint best/worst pairs per group (1 = IPO's one pair)")
+    pairing: Literal["rank", "accepted"] = Field("rank", description="DPO: 'rank' pairs the best against the worst "
+                                                 "(pairs_per_group disjoint pairs); 'accepted' pairs every sample at or "
+                                                 "above desirable_threshold with a sample below it (the worst first, "
+                                                 "reused when they run out), so each accepted video is a chosen one, "
+                                                 "as best-of-N SFT trains on each; groups with no accepted sample or "
+                                                 "no rejected one are paired by rank")
     desirable_threshold: float = Field(0.8, ge=0, le=1)
     sft_per_group: int = Field(0, ge=0, description="best-of-N SFT: train on at most this many accepted samples "
                                "of each group, the best first (0 = every accepted sample)")

@@ -56,13 +56,16 @@ def _pair(hi: dict, lo: dict, critic: str) -> dict:
 
 def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, critic: str = "world",
                pairs_per_group: int = 1, sft_threshold: float = 0.8,
-               sft_per_group: int = 0) -> tuple[list[dict], Counter]:
+               sft_per_group: int = 0, pairing: str = "rank") -> tuple[list[dict], Counter]:
     """Rows from one group (all samples share prompt, round, and group_id). Invalid (unparsable)
     judgements are left out. Returns ``(rows, counts)`` where counts say what was dropped and why.
 
     DPO: the best vs the worst sample; with ``pairs_per_group = n > 1`` also the 2nd best vs the 2nd
     worst and so on, up to n disjoint pairs, each with at least ``min_score_gap`` between its two
-    scores (every sample is used at most once)."""
+    scores (every sample is used at most once). ``pairing="accepted"``: every sample scoring at least
+    ``sft_threshold`` (the accept threshold) is the chosen side of one pair, against the samples below it,
+    the worst first and reused in turn when there are fewer of them (gap at least ``min_score_gap``);
+    a group without both falls back to the rank pairs."""
     counts: Counter = Counter()
     valid = [s for s in samples if s.get("valid", True)]
     counts["invalid_judgements"] += len(samples) - len(valid)
@@ -78,6 +81,17 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
             return [_pair(hi, lo, critic)], counts
         order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
         rows = []
+        good = [s for s in order if s["score"] >= sft_threshold][::-1]  # best first
+        bad = [s for s in order if s["score"] < sft_threshold]  # worst first
+        if pairing == "accepted" and good and bad:
+            for i, hi in enumerate(good):
+                lo = bad[i % len(bad)]
+                if hi["score"] - lo["score"] >= min_score_gap:
+                    rows.append(_pair(hi, lo, critic))
+            if not rows:
+                counts["groups_no_contrast"] += 1
+            counts["rows"] += len(rows)
+            return rows, counts
         for i in range(min(pairs_per_group, len(order) // 2)):
             lo, hi = order[i], order[-1 - i]
             if hi["score"] - lo["score"] < min_score_gap:
@@ -105,14 +119,15 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
 
 def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
                      critic: str = "world", pairs_per_group: int = 1,
-                     sft_threshold: float = 0.8, sft_per_group: int = 0) -> tuple[list[dict], Counter]:
+                     sft_threshold: float = 0.8, sft_per_group: int = 0,
+                     pairing: str = "rank") -> tuple[list[dict], Counter]:
     """Group samples by ``group_id`` (order kept) and make rows for each group."""
     groups: dict[str, list[dict]] = {}
     for s in samples:
         groups.setdefault(s["group_id"], []).append(s)
     rows, counts = [], Counter()
     for g in groups.values():
-        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group, sft_threshold, sft_per_group)
+        r, c = group_rows(g, algo, min_score_gap, critic, pairs_per_group, sft_threshold, sft_per_group, pairing)
         rows += r
         counts += c
     counts["groups"] += len(groups)
@@ -122,7 +137,7 @@ def to_training_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3,
 def rows_for(samples: list[dict], algo, critic: str = "world") -> tuple[list[dict], Counter]:
     """``to_training_rows`` with the row settings of an ``AlgoConfig`` (the one place that maps its fields)."""
     return to_training_rows(samples, algo.name, algo.min_score_gap, critic, algo.pairs_per_group,
-                            algo.desirable_threshold, algo.sft_per_group)
+                            algo.desirable_threshold, algo.sft_per_group, algo.pairing)
 
 
 def columns(rows: list[dict]) -> dict[str, list]:

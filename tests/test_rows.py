@@ -32,6 +32,24 @@ def test_several_disjoint_pairs_each_above_the_gap():
     assert rows == [] and counts["groups_no_contrast"] == 1
 
 
+def test_accepted_pairing_makes_every_accepted_sample_a_chosen_one():
+    # 4 accepted (>= 0.8), 2 below: each accepted is paired with a rejected one, the worst first, reused in turn.
+    scores = [0.9, 0.0, 1.0, 0.85, 0.3, 0.8]
+    rows, counts = to_training_rows(_group(scores), "dpo", min_score_gap=0.3, pairs_per_group=1, pairing="accepted")
+    assert [(r["score"], r["score_l"]) for r in rows] == [(1.0, 0.0), (0.9, 0.3), (0.85, 0.0), (0.8, 0.3)]
+    assert len({r["row_id"] for r in rows}) == 4 and len({r["sample_id"] for r in rows}) == 4
+    assert counts["rows"] == 4
+    # The gap still applies: 0.82 pairs with 0.1, while 0.8 against 0.65 is too close and gives no pair.
+    rows, _ = to_training_rows(_group([0.8, 0.65, 0.82, 0.1]), "dpo", min_score_gap=0.3, pairing="accepted")
+    assert [(r["score"], r["score_l"]) for r in rows] == [(0.82, 0.1)]
+    # No accepted sample (or no rejected one): the rank pairs, as without the option.
+    for sc in ([0.7, 0.1, 0.4, 0.0], [0.9, 0.95, 0.8, 0.85]):
+        a, _ = to_training_rows(_group(sc), "dpo", min_score_gap=0.1, pairs_per_group=2, pairing="accepted")
+        b, _ = to_training_rows(_group(sc), "dpo", min_score_gap=0.1, pairs_per_group=2)
+        assert [r["row_id"] for r in a] == [r["row_id"] for r in b]
+    assert len(a) == 1 and len(to_training_rows(_group([0.7, 0.1, 0.4, 0.0]), "dpo", 0.1, pairs_per_group=2)[0]) == 2
+
+
 def test_best_of_n_sft_keeps_only_the_samples_it_trains_on():
     scores = [0.1, 0.85, 0.79, 0.8, 0.0]
     rows, counts = to_training_rows(_group(scores), "sft", sft_threshold=0.8)
