@@ -3,7 +3,9 @@
 One schema for every algorithm, so Ray Data blocks and Parquet files are uniform:
 
 - ``kind="pair"`` (DPO): best vs worst of a group when the score gap is at least
-  ``min_score_gap`` (IPO's selective sampling); ``*_l`` fields hold the rejected sample. When a
+  ``min_score_gap`` (IPO's selective sampling), up to ``pairs_per_group`` disjoint pairs; with
+  ``pairing="accepted"`` every accepted sample is the chosen side of a pair instead (see ``group_rows``);
+  ``*_l`` fields hold the rejected sample. When a
   pairwise critic marked the group's pair (samples with ``pair_role`` "chosen" / "rejected", a
   position-swap-consistent verdict), that pair is used as is.
 - ``kind="point"`` (KTO / RWR / best-of-N SFT): one row per sample with ``desirable``
@@ -81,9 +83,9 @@ def group_rows(samples: list[dict], algo: str, min_score_gap: float = 0.3, criti
             return [_pair(hi, lo, critic)], counts
         order = sorted(valid, key=lambda s: (s["score"], -int(s["seed"])))
         rows = []
-        good = [s for s in order if s["score"] >= sft_threshold][::-1]  # best first
-        bad = [s for s in order if s["score"] < sft_threshold]  # worst first
-        if pairing == "accepted" and good and bad:
+        good = [s for s in order if s["score"] >= sft_threshold][::-1] if pairing == "accepted" else []  # best first
+        bad = [s for s in order if s["score"] < sft_threshold] if good else []  # worst first
+        if good and bad:
             for i, hi in enumerate(good):
                 lo = bad[i % len(bad)]
                 if hi["score"] - lo["score"] >= min_score_gap:
