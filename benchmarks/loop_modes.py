@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--prompts-per-round", type=int, default=16)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--section", default="Loop modes: rounds vs semi-online",
+                    help="the RESULTS.md section to write (a second setting keeps the first one's table)")
     args = ap.parse_args(argv)
 
     from ipo_ray.config import load_config
@@ -102,10 +104,13 @@ def main(argv=None) -> int:
     r, s = results["rounds"], results["semi_online"]
     body = [
         f"Command: `python benchmarks/loop_modes.py --rounds {args.rounds} --prompts-per-round {args.prompts_per_round}"
-        + "".join(f" --set {o}" for o in args.overrides) + "`", "",
+        + "".join(f" --set {o}" for o in args.overrides)
+        + (f" --section '{args.section}'" if args.section != ap.get_default("section") else "") + "`", "",
         f"Same samples budget in both modes: {args.rounds} rounds x {args.prompts_per_round} prompts x "
         f"{cfg.sampling.num_per_prompt} videos, {cfg.algo.name}, {cfg.train.num_workers} DDP workers, "
-        f"{cfg.loop.generator_actors} generator actor(s), on this 2-core machine.", "",
+        f"{cfg.loop.generator_actors} generator actor(s), on this 2-core machine; torch threads: "
+        f"{max(1, int(cfg.loop.generator_cpus))} per generator actor, {max(1, int(cfg.train.cpus_per_worker))} per train "
+        f"worker; {cfg.train.updates_per_batch} update(s) per batch of rows.", "",
         "| mode | wall s | trainer idle | rows trained | syncs | sync s (mean) | sync bytes | staleness histogram | dropped stale |",
         "|---|---|---|---|---|---|---|---|---|"]
     for mode, x in results.items():
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
              f"time) vs {bare:.2f} in a bare in-process loop: Ray overhead {max(0.0, 1 - in_loop / bare) * 100:.0f}% "
              f"(target <= 10%). Over each round's whole generation phase (actor-pool start, judging and Parquet "
              f"writes included): {phase:.2f} videos/s ({max(0.0, 1 - phase / bare) * 100:.0f}% below bare)."]
-    update_section("Loop modes: rounds vs semi-online", "\n".join(body))
+    update_section(args.section, "\n".join(body))
     print("\n".join(body))
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -203,6 +203,9 @@ class TrainConfig(_Strict):
     cpus_per_worker: float = Field(0.5, gt=0)
     batch_size: int = Field(8, ge=1, description="rows per worker per micro-batch")
     grad_accum: int = Field(1, ge=1)
+    updates_per_batch: int = Field(1, ge=1, le=64, description="forward/backward passes on each batch of rows, each "
+                                   "with its own timesteps, noise and real clips (sample reuse: semi-online trains "
+                                   "each row this many times, as rounds mode does over its epochs_per_round)")
     lr: float = Field(2e-4, gt=0)
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, gt=0)

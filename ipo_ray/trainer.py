@@ -133,6 +133,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     step = int(config.get("start_step", 0))
     micro, since_sync, consumed_total = 0, 0, int(config.get("consumed_rows", 0))
+    pending_rows = pending_drop = 0  # rows of the batches in the current accumulation, not yet counted
     window_rows: list[dict] = []
     wait_s, busy_s, t_mark = 0.0, 0.0, time.time()
     wait_reported = 0.0
@@ -190,7 +191,7 @@ def train_loop_per_worker(config: dict) -> None:
     for batch in batches:
         if batch is ROUND_END:
             opt.zero_grad(set_to_none=True)  # a partial accumulation does not leak into the next round
-            micro = 0
+            micro = pending_rows = pending_drop = 0
             publish("end_of_round")
             t_mark = time.time()
             continue
@@ -201,53 +202,55 @@ def train_loop_per_worker(config: dict) -> None:
         for s in staleness:
             stale_hist[min(int(s), len(stale_hist) - 1)] += 1
             metrics_sink.observe("row_staleness", int(s))
-        real = next(real_it) if real_it is not None else None
-        loss, m = step_fn(batch, real, valid, step)
-        (loss / tc.grad_accum).backward()
-        acc_metrics.append(m)
         if semi:
             window_rows += _window_records(batch, staleness, valid, version)
-        micro += 1
-        n_rows, n_drop = len(valid), int((~valid).sum())
-        if micro % tc.grad_accum:
-            t_mark = time.time()
-            busy_s += t_mark - now
-            continue
-        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        since_sync += 1
-        counts = torch.tensor([n_rows * tc.grad_accum, n_drop], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
-        consumed_total += int(counts[0])
+        pending_rows += len(valid)
+        pending_drop += int((~valid).sum())
+        for _ in range(tc.updates_per_batch):  # sample reuse: each pass its own t, noise and real clips
+            real = next(real_it) if real_it is not None else None
+            loss, m = step_fn(batch, real, valid, step)
+            (loss / tc.grad_accum).backward()
+            acc_metrics.append(m)
+            micro += 1
+            if micro % tc.grad_accum:
+                continue
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            since_sync += 1
+            counts = torch.tensor([pending_rows, pending_drop], dtype=torch.float64)
+            pending_rows = pending_drop = 0
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(counts)
+            consumed_total += int(counts[0])
+            if rank == 0:
+                t_now = time.time()
+                rec = {k: float(np.mean([x[k] for x in acc_metrics if k in x])) for k in acc_metrics[-1]}
+                rec.update({"event": "step", "step": step, "version": version, "round": cur["round"],
+                            "rows": int(counts[0]), "dropped_stale": int(counts[1]),
+                            "staleness_mean": float(staleness.mean()), "lr": sched.get_last_lr()[0],
+                            "idle_fraction": wait_s / max(wait_s + busy_s + t_now - now, 1e-9), "time": t_now})
+                run.log_metrics(rec)
+                metrics_sink.count("samples_trained", int(counts[0]))
+                metrics_sink.count("rows_dropped_stale", int(counts[1]))
+                metrics_sink.gauge("trainer_idle_fraction", rec["idle_fraction"])
+                metrics_sink.count("trainer_idle_seconds", wait_s - wait_reported)
+                wait_reported = wait_s
+                metrics_sink.gauge("staleness", rec["staleness_mean"])
+                metrics_sink.observe("step_seconds", t_now - now)
+                metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_now - now, 1e-9))
+                ray.get(store.report_consumed.remote(consumed_total, None, int(counts[1])))
+                if step % 10 == 0:
+                    print(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
+                          f"idle {rec['idle_fraction']:.2f}", flush=True)
+            acc_metrics = []
+            if fault_after and step >= fault_after:
+                raise RuntimeError(f"fault injected after step {step} ({FAULT_ENV})")
         t_mark = time.time()
         busy_s += t_mark - now
-        if rank == 0:
-            rec = {k: float(np.mean([x[k] for x in acc_metrics if k in x])) for k in acc_metrics[-1]}
-            rec.update({"event": "step", "step": step, "version": version, "round": cur["round"],
-                        "rows": int(counts[0]), "dropped_stale": int(counts[1]),
-                        "staleness_mean": float(staleness.mean()), "lr": sched.get_last_lr()[0],
-                        "idle_fraction": wait_s / max(wait_s + busy_s, 1e-9), "time": time.time()})
-            run.log_metrics(rec)
-            metrics_sink.count("samples_trained", int(counts[0]))
-            metrics_sink.count("rows_dropped_stale", int(counts[1]))
-            metrics_sink.gauge("trainer_idle_fraction", rec["idle_fraction"])
-            metrics_sink.count("trainer_idle_seconds", wait_s - wait_reported)
-            wait_reported = wait_s
-            metrics_sink.gauge("staleness", rec["staleness_mean"])
-            metrics_sink.observe("step_seconds", t_mark - now)
-            metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_mark - now, 1e-9))
-            ray.get(store.report_consumed.remote(consumed_total, None, int(counts[1])))
-            if step % 10 == 0:
-                print(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
-                      f"idle {rec['idle_fraction']:.2f}", flush=True)
-        acc_metrics = []
-        if fault_after and step >= fault_after:
-            raise RuntimeError(f"fault injected after step {step} ({FAULT_ENV})")
-        if semi and since_sync >= lc.sync_every:
+        if semi and since_sync >= lc.sync_every:  # after the batch's last pass: a checkpoint never splits a batch
             publish("sync_every")
     hist = torch.from_numpy(stale_hist.astype(np.float64))
     if dist.is_available() and dist.is_initialized():

@@ -200,7 +200,8 @@ class Loop:
         c = self.cfg
         per_group = float(rows_per_group(c))
         step_rows = c.train.batch_size * c.train.num_workers * c.train.grad_accum
-        window = max(1, c.loop.max_staleness) * c.loop.sync_every * step_rows
+        # rows one sync window consumes: sync_every optimizer steps, each a 1/updates_per_batch share of a batch
+        window = max(1, int(max(1, c.loop.max_staleness) * c.loop.sync_every * step_rows / c.train.updates_per_batch))
         # Ray Train's streaming_split(equal=True) hands a block to one rank only while it holds enough
         # rows to even out the others, so about one critic block per rank waits in the splitter.
         # The gate must admit that much or the pipeline stalls (docs/ARCHITECTURE.md).

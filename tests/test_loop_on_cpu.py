@@ -111,15 +111,16 @@ def test_rounds_dpo_under_fsdp_moves_weights_and_reference(ray_local, tiny_base,
 def test_semi_online_kto_lora_vlm_critic_bounds_staleness(ray_local, tiny_base, tmp_path):
     """Semi-online with LoRA and a VLM critic: the syncs ship adapters only, the generators load them
     mid-stream, and the critic actors ask a (tiny, random) Qwen2-VL the binary question through
-    transformers; its unparsable answers abstain (Normal), so every video still makes a KTO row."""
+    transformers; its unparsable answers abstain (Normal), so every video still makes a KTO row. Each batch
+    is trained twice (``train.updates_per_batch=2``; a sync every 8 steps = 16 rows) and its rows counted once."""
     from ipo_ray.critic.tiny import build_tiny_qwen2vl
 
     vlm = build_tiny_qwen2vl(tmp_path / "tiny-qwen2vl")
     summary, cfg = run_loop(ray_local, tmp_path, tiny_base, "loop.mode=semi_online", "algo.name=kto", "loop.rounds=2",
-                            "loop.sync_every=4", "loop.max_staleness=1", "loop.ref_update_every=2",
+                            "loop.sync_every=8", "loop.max_staleness=1", "loop.ref_update_every=2",
                             "sampling.batch_size=4", "model.finetune=lora", "critic.backend=transformers",
                             f"critic.model={vlm}", "critic.protocol=binary", "critic.num_frames=2",
-                            "critic.max_new_tokens=2", "critic.on_unparsable=abstain")
+                            "critic.max_new_tokens=2", "critic.on_unparsable=abstain", "train.updates_per_batch=2")
     run = tmp_path / "run"
     m = metrics(run)
     steps = [x for x in m if x["event"] == "step"]
@@ -139,7 +140,8 @@ def test_semi_online_kto_lora_vlm_critic_bounds_staleness(ray_local, tiny_base, 
     assert summary["final_version"] >= 4
     syncs = [x for x in m if x["event"] == "sync"]
     assert [s["reference_moved"] for s in syncs][:4] == [False, True, False, True]
-    assert len(steps) == 16
+    # 64 rows in micro-batches of 2 x 2 workers: 16 batches, two optimizer steps each, each row counted once.
+    assert len(steps) == 32 and sum(x["rows"] for x in steps) == 64
     from ipo_ray.run_dir import RunDir
 
     samples = read_dir(run / "samples")
