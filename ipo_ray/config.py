@@ -222,7 +222,8 @@ class TrainConfig(_Strict):
 class LoopConfig(_Strict):
     mode: Literal["rounds", "semi_online"] = "rounds"
     rounds: int = Field(3, ge=1)
-    prompts_per_round: int = Field(48, ge=1)
+    prompts_per_round: int = Field(48, ge=1, description="groups (K videos of one prompt) per round, one per prompt "
+                                   "(capped at the prompt count); with focus_explore shared out from round 1")
     epochs_per_round: int = Field(2, ge=1)
     sync_every: int = Field(10, ge=1, description="optimizer steps between weight pushes")
     ref_update_every: int = Field(1, ge=0, description="syncs between reference moves (0 = never)")

@@ -59,19 +59,16 @@ def round_items(prompts: list[str], cfg: Config, r: int,
                 history: dict[str, tuple[int, int]] | None = None) -> list[dict]:
     """The prompt groups of round ``r`` (deterministic: same config and history, same groups). ``history``
     (prompt -> accepted, judged in its latest rollout; ``loop.focus_explore`` from round 1) shares the round's
-    groups out by contrast (``ipo_ray.focus``); without it each of ``prompts_per_round`` prompts gets one group, and
-    a budget above the prompt count gives every prompt ``n // len(prompts)`` groups (each its own seeds) and the
-    rest one more, a seeded subset."""
+    groups out by contrast (``ipo_ray.focus``); without it each of ``prompts_per_round`` prompts gets one group, at
+    most one per prompt (a budget above the prompt count is capped, and ``Loop.run_all`` says so)."""
     rng = np.random.default_rng([cfg.seed, r, 17])
     if history:
         weights = focus_weights(prompts, history, cfg.loop.focus_explore)
         counts = allocate_groups(weights, cfg.loop.prompts_per_round, rng)
         groups = [(int(i), j) for i in rng.permutation(len(prompts)) for j in range(int(counts[i]))]
     else:
-        order, n = rng.permutation(len(prompts)), cfg.loop.prompts_per_round
-        full, rest = divmod(n, len(prompts))
-        counts = {int(i): full + (k < rest) for k, i in enumerate(order)}
-        groups = [(int(i), j) for i in order for j in range(counts[int(i)])]
+        n = min(cfg.loop.prompts_per_round, len(prompts))
+        groups = [(int(i), 0) for i in rng.permutation(len(prompts))[:n]]
     return [{"group_id": f"r{r:03d}-p{i:05d}" + (f"-g{j}" if j else ""), "prompt": prompts[i], "prompt_index": i,
              "round": r, "repeat": j} for i, j in groups]
 
@@ -426,6 +423,11 @@ class Loop:
             self._discard_after(state["version"])
             self.log(f"resuming {self.run.path} at policy v{state['version']} (step {state['step']})")
         prompts = read_prompts(c.prompts)
+        if c.loop.prompts_per_round > len(prompts):
+            self.log(f"note: loop.prompts_per_round={c.loop.prompts_per_round} but {c.prompts} holds {len(prompts)} "
+                     f"prompts: one group per prompt, {len(prompts)} a round"
+                     + (" until rollout focus shares the groups out (from round 1)" if c.loop.focus_explore is not None
+                        else "; raise sampling.num_per_prompt for more rollouts"))
         self.wandb.start(resume=self.resume, stats_fn=self._store_stats)
         summary = None
         try:
