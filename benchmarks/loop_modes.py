@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu_share import CpuShare  # noqa: E402
 from benchmarks.results import update_section  # noqa: E402
 
 
@@ -96,8 +97,10 @@ def main(argv=None) -> int:
     for mode in ("rounds", "semi_online"):
         cfg = load_config(args.config, common + [f"loop.mode={mode}", f"run_dir={work / mode}"])
         t0 = time.time()
-        summary = Loop(cfg, str(work / mode), log=print).run_all()
-        results[mode] = {"wall_seconds": time.time() - t0, **summarize(work / mode), "final_version": summary["final_version"]}
+        with CpuShare() as cpu:
+            summary = Loop(cfg, str(work / mode), log=print).run_all()
+        results[mode] = {"wall_seconds": time.time() - t0, **summarize(work / mode), "final_version": summary["final_version"],
+                         "cpu": cpu.line()}
     cfg = load_config(args.config, common)
     bare = bare_videos_per_second(cfg)
     in_loop, phase = loop_videos_per_second(work / "rounds")
@@ -120,7 +123,9 @@ def main(argv=None) -> int:
              f"Generator videos/s per actor: {in_loop:.2f} while sampling inside the loop (rounds mode, the actor's busy "
              f"time) vs {bare:.2f} in a bare in-process loop: Ray overhead {max(0.0, 1 - in_loop / bare) * 100:.0f}% "
              f"(target <= 10%). Over each round's whole generation phase (actor-pool start, judging and Parquet "
-             f"writes included): {phase:.2f} videos/s ({max(0.0, 1 - phase / bare) * 100:.0f}% below bare)."]
+             f"writes included): {phase:.2f} videos/s ({max(0.0, 1 - phase / bare) * 100:.0f}% below bare).",
+             "Where the cores went (CPU-seconds per role, psutil; `ray` = raylet, GCS, dashboard, Ray Data's and Ray "
+             "Train's helper actors, the weight store): " + "; ".join(f"{m}: {x['cpu']}" for m, x in results.items()) + "."]
     update_section(args.section, "\n".join(body))
     print("\n".join(body))
     shutil.rmtree(work, ignore_errors=True)
