@@ -99,8 +99,8 @@ def main(argv=None) -> int:
         t0 = time.time()
         with CpuShare() as cpu:
             summary = Loop(cfg, str(work / mode), log=print).run_all()
-        results[mode] = {"wall_seconds": time.time() - t0, **summarize(work / mode), "final_version": summary["final_version"],
-                         "cpu": cpu.line()}
+        results[mode] = {"wall_seconds": time.time() - t0, **summarize(work / mode),
+                         "final_version": summary["final_version"], "cpu": cpu.line()}
     cfg = load_config(args.config, common)
     bare = bare_videos_per_second(cfg)
     in_loop, phase = loop_videos_per_second(work / "rounds")
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
              f"(target <= 10%). Over each round's whole generation phase (actor-pool start, judging and Parquet "
              f"writes included): {phase:.2f} videos/s ({max(0.0, 1 - phase / bare) * 100:.0f}% below bare).",
              "Where the cores went (CPU-seconds per role, psutil; `ray` = raylet, GCS, dashboard, Ray Data's and Ray "
-             "Train's helper actors, the weight store): " + "; ".join(f"{m}: {x['cpu']}" for m, x in results.items()) + "."]
+             "Train's helper actors, the weight store): "
+             + "; ".join(f"{m}: {x['cpu']}" for m, x in results.items()) + "."]
     update_section(args.section, "\n".join(body))
     print("\n".join(body))
     shutil.rmtree(work, ignore_errors=True)
