@@ -2,7 +2,8 @@
 
 A sampler thread reads every process's CPU times every ``interval`` seconds and keeps the last reading
 per pid, so a process that exits mid-run (a round's actor pool) counts up to its last sample. Roles are
-told apart by process title (Ray names its workers ``ray::<Class>...``)."""
+told apart by process title (Ray names its workers ``ray::<Class>...``), read again at every sample: a
+worker starts as ``ray::IDLE`` and becomes an actor later, and its time counts to its last title."""
 
 from __future__ import annotations
 
@@ -48,12 +49,9 @@ class CpuShare(threading.Thread):
                     continue
                 used = t.user + t.system
                 pid = p.info["pid"]
-                if pid not in self.last:
-                    cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
-                    self.first.setdefault(pid, used if self.started_at_start else 0.0)
-                    self.last[pid] = (role_of(cmd, pid, self.driver), used)
-                else:
-                    self.last[pid] = (self.last[pid][0], used)
+                cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
+                self.first.setdefault(pid, used if self.started_at_start else 0.0)
+                self.last[pid] = (role_of(cmd, pid, self.driver), used)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
 
