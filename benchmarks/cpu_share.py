@@ -31,6 +31,17 @@ def role_of(cmdline: str, pid: int, driver_pid: int) -> str:
     return "other"
 
 
+def _short(cmd: str) -> str:
+    """A process's name for the breakdown: ``ray::SplitCoordinator``, ``raylet``, ``dashboard``..."""
+    head = cmd.split()[0] if cmd.split() else cmd
+    if head.startswith("ray::"):
+        return head.split("(")[0].split(".")[0]
+    for k in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "wandb"):
+        if k in cmd:
+            return k
+    return head.rsplit("/", 1)[-1][:24]
+
+
 class CpuShare(threading.Thread):
     """``with CpuShare() as c: ...`` then ``c.seconds`` (role -> CPU-seconds) and ``c.wall``."""
 
@@ -39,6 +50,7 @@ class CpuShare(threading.Thread):
         self.interval, self.stop = interval, threading.Event()
         self.first: dict[int, float] = {}
         self.last: dict[int, tuple[str, float]] = {}
+        self.title: dict[int, str] = {}
         self.driver = os.getpid()
 
     def _sample(self) -> None:
@@ -52,6 +64,7 @@ class CpuShare(threading.Thread):
                 cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
                 self.first.setdefault(pid, used if self.started_at_start else 0.0)
                 self.last[pid] = (role_of(cmd, pid, self.driver), used)
+                self.title[pid] = _short(cmd)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
 
@@ -73,12 +86,19 @@ class CpuShare(threading.Thread):
         self._sample()
         self.wall = time.time() - self.t0
         self.seconds: dict[str, float] = {}
+        self.ray_parts: dict[str, float] = {}
         for pid, (role, used) in self.last.items():
-            self.seconds[role] = self.seconds.get(role, 0.0) + max(0.0, used - self.first.get(pid, 0.0))
+            d = max(0.0, used - self.first.get(pid, 0.0))
+            self.seconds[role] = self.seconds.get(role, 0.0) + d
+            if role == "ray":
+                self.ray_parts[self.title[pid]] = self.ray_parts.get(self.title[pid], 0.0) + d
 
     def line(self, cores: int | None = None) -> str:
         """``trainer 170 s, generator 160 s, ... of 436 core-s (2 cores x 218 s)``."""
         cores = cores or psutil.cpu_count() or 1
         order = ["trainer", "generator", "critic", "driver", "ray", "other"]
         parts = [f"{r} {self.seconds.get(r, 0.0):.0f}" for r in order if self.seconds.get(r, 0.0) >= 0.5]
+        top = sorted(self.ray_parts.items(), key=lambda kv: -kv[1])[:4]
+        if top and "ray" in [r for r in order if self.seconds.get(r, 0.0) >= 0.5]:
+            parts[[p.split()[0] for p in parts].index("ray")] += " (" + ", ".join(f"{k} {v:.0f}" for k, v in top) + ")"
         return f"{', '.join(parts)} of {cores * self.wall:.0f} core-s ({cores} cores x {self.wall:.0f} s)"
