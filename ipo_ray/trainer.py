@@ -12,6 +12,7 @@ every ``sync_every`` optimizer steps (semi-online) or at the end of each round (
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -31,6 +32,10 @@ from .policy import T2VPolicy
 from .run_dir import RunDir, load_base_policy
 from .telemetry import actor_metrics
 from .weight_sync import STORE_NAME, ObjectStoreTransport
+
+# Progress lines go through logging: Ray Train 2.60 patches ``print`` in its workers to log *and*, because Ray
+# wraps the worker's stdout, to print as well, so every printed line reached the job log twice.
+log = logging.getLogger(__name__)
 
 FAULT_ENV = "IPO_RAY_FAULT_AFTER_STEP"  # tests: raise after this many optimizer steps (resume drills)
 ROUND_END = object()  # in-band marker: the round's rows are all trained on, publish
@@ -243,8 +248,8 @@ def train_loop_per_worker(config: dict) -> None:
                 metrics_sink.gauge("trainer_samples_per_second", int(counts[0]) / max(t_now - now, 1e-9))
                 ray.get(store.report_consumed.remote(consumed_total, None, int(counts[1])))
                 if step % 10 == 0:
-                    print(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
-                          f"idle {rec['idle_fraction']:.2f}", flush=True)
+                    log.info(f"[trainer] step {step} v{version} loss {rec.get('loss', float('nan')):.4f} "
+                             f"idle {rec['idle_fraction']:.2f}")
             acc_metrics = []
             if fault_after and step >= fault_after:
                 raise RuntimeError(f"fault injected after step {step} ({FAULT_ENV})")
