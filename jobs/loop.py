@@ -386,7 +386,12 @@ class Loop:
             done_groups = {g for g, n in per_group.items() if n >= k}
             items = [it for it in items if it["group_id"] not in done_groups]
         store = self.make_store(state["version"], credit=True)
-        self.fit("stream", self.rollout_dataset(items, sorted(consumed)),
+        stream = self.rollout_dataset(items, sorted(consumed))
+        # The stream runs in Ray Train's split coordinator (an actor): with Ray's tqdm its bars reached the job log
+        # as ~180 KB of cursor escapes a round; without it Ray Data logs the stream's progress every 10 s, as the
+        # driver does for a round's rollout in rounds mode.
+        stream.context.use_ray_tqdm = False
+        self.fit("stream", stream,
                  {"mode": "semi_online", "round": -1, "start_version": state["version"],
                   "ref_version": self.ref_version(state["version"]), "start_step": state["step"],
                   "consumed_rows": state["consumed_rows"]})
