@@ -13,12 +13,12 @@ import time
 
 import psutil
 
+RAY_KEYS = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "wandb")
 ROLES = (  # (role, substrings of the command line); first match wins
     ("trainer", ("RayTrainWorker",)),
     ("generator", ("GeneratorActor",)),
     ("critic", ("CriticActor",)),
-    ("ray", ("ray::", "raylet", "gcs_server", "dashboard", "ray/_private", "log_monitor", "monitor.py",
-             "runtime_env", "wandb")),
+    ("ray", ("ray::", "ray/_private") + RAY_KEYS),
 )
 
 
@@ -33,13 +33,10 @@ def role_of(cmdline: str, pid: int, driver_pid: int) -> str:
 
 def _short(cmd: str) -> str:
     """A process's name for the breakdown: ``ray::SplitCoordinator``, ``raylet``, ``dashboard``..."""
-    head = cmd.split()[0] if cmd.split() else cmd
+    head = (cmd.split() or [cmd])[0]
     if head.startswith("ray::"):
         return head.split("(")[0].split(".")[0]
-    for k in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "wandb"):
-        if k in cmd:
-            return k
-    return head.rsplit("/", 1)[-1][:24]
+    return next((k for k in RAY_KEYS if k in cmd), head.rsplit("/", 1)[-1][:24])
 
 
 class CpuShare(threading.Thread):
@@ -48,9 +45,8 @@ class CpuShare(threading.Thread):
     def __init__(self, interval: float = 1.0):
         super().__init__(daemon=True, name="cpu-share")
         self.interval, self.stop = interval, threading.Event()
-        self.first: dict[int, float] = {}
-        self.last: dict[int, tuple[str, float]] = {}
-        self.title: dict[int, str] = {}
+        self.first: dict[int, float] = {}  # CPU time at the window's start (processes alive then)
+        self.last: dict[int, tuple[str, str, float]] = {}  # pid -> (role, name, CPU time) at its latest sample
         self.driver = os.getpid()
 
     def _sample(self) -> None:
@@ -62,9 +58,7 @@ class CpuShare(threading.Thread):
                 used = t.user + t.system
                 pid = p.info["pid"]
                 cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
-                self.first.setdefault(pid, used if self.started_at_start else 0.0)
-                self.last[pid] = (role_of(cmd, pid, self.driver), used)
-                self.title[pid] = _short(cmd)
+                self.last[pid] = (role_of(cmd, pid, self.driver), _short(cmd), used)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
 
@@ -73,9 +67,8 @@ class CpuShare(threading.Thread):
             self._sample()
 
     def __enter__(self) -> "CpuShare":
-        self.started_at_start = True
         self._sample()  # processes alive now count from here
-        self.started_at_start = False
+        self.first = {pid: used for pid, (_, _, used) in self.last.items()}
         self.t0 = time.time()
         self.start()
         return self
@@ -87,18 +80,17 @@ class CpuShare(threading.Thread):
         self.wall = time.time() - self.t0
         self.seconds: dict[str, float] = {}
         self.ray_parts: dict[str, float] = {}
-        for pid, (role, used) in self.last.items():
+        for pid, (role, name, used) in self.last.items():
             d = max(0.0, used - self.first.get(pid, 0.0))
             self.seconds[role] = self.seconds.get(role, 0.0) + d
             if role == "ray":
-                self.ray_parts[self.title[pid]] = self.ray_parts.get(self.title[pid], 0.0) + d
+                self.ray_parts[name] = self.ray_parts.get(name, 0.0) + d
 
     def line(self, cores: int | None = None) -> str:
         """``trainer 170 s, generator 160 s, ... of 436 core-s (2 cores x 218 s)``."""
         cores = cores or psutil.cpu_count() or 1
         order = ["trainer", "generator", "critic", "driver", "ray", "other"]
-        parts = [f"{r} {self.seconds.get(r, 0.0):.0f}" for r in order if self.seconds.get(r, 0.0) >= 0.5]
-        top = sorted(self.ray_parts.items(), key=lambda kv: -kv[1])[:4]
-        if top and "ray" in [r for r in order if self.seconds.get(r, 0.0) >= 0.5]:
-            parts[[p.split()[0] for p in parts].index("ray")] += " (" + ", ".join(f"{k} {v:.0f}" for k, v in top) + ")"
+        top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.ray_parts.items(), key=lambda kv: -kv[1])[:4])
+        parts = [f"{r} {self.seconds[r]:.0f}" + (f" ({top})" if r == "ray" else "")
+                 for r in order if self.seconds.get(r, 0.0) >= 0.5]
         return f"{', '.join(parts)} of {cores * self.wall:.0f} core-s ({cores} cores x {self.wall:.0f} s)"

@@ -236,9 +236,13 @@ class Loop:
             ds = ds.map_batches(GeneratorActor, fn_constructor_kwargs={**kw, "threads": max(1, int(c.loop.generator_cpus))},
                                 batch_size=per_batch, compute=ray.data.ActorPoolStrategy(size=c.loop.generator_actors),
                                 num_cpus=c.loop.generator_cpus, num_gpus=c.loop.generator_gpus or None)
-            return ds.map_batches(CriticActor, fn_constructor_kwargs={**kw, "skip_row_ids": skip_row_ids or []},
-                                  batch_size=None, compute=ray.data.ActorPoolStrategy(size=c.critic.num_actors),
-                                  num_cpus=c.critic.num_cpus, num_gpus=c.critic.num_gpus or None)
+            ds = ds.map_batches(CriticActor, fn_constructor_kwargs={**kw, "skip_row_ids": skip_row_ids or []},
+                                batch_size=None, compute=ray.data.ActorPoolStrategy(size=c.critic.num_actors),
+                                num_cpus=c.critic.num_cpus, num_gpus=c.critic.num_gpus or None)
+            # Run inside an actor (semi-online: Ray Train's split coordinator), Ray's tqdm bars reached the job log as
+            # ~180 KB of cursor escapes a round; without it Ray Data logs progress every 10 s, as in the driver.
+            ds.context.use_ray_tqdm = False
+            return ds
         finally:
             ctx.target_max_block_size = saved
 
@@ -386,12 +390,7 @@ class Loop:
             done_groups = {g for g, n in per_group.items() if n >= k}
             items = [it for it in items if it["group_id"] not in done_groups]
         store = self.make_store(state["version"], credit=True)
-        stream = self.rollout_dataset(items, sorted(consumed))
-        # The stream runs in Ray Train's split coordinator (an actor): with Ray's tqdm its bars reached the job log
-        # as ~180 KB of cursor escapes a round; without it Ray Data logs the stream's progress every 10 s, as the
-        # driver does for a round's rollout in rounds mode.
-        stream.context.use_ray_tqdm = False
-        self.fit("stream", stream,
+        self.fit("stream", self.rollout_dataset(items, sorted(consumed)),
                  {"mode": "semi_online", "round": -1, "start_version": state["version"],
                   "ref_version": self.ref_version(state["version"]), "start_step": state["step"],
                   "consumed_rows": state["consumed_rows"]})
