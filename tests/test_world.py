@@ -77,3 +77,18 @@ def test_splits_hold_out_combinations_not_words():
     assert set(vocabulary()) == train_words
     cats = {parse_prompt(p).category for p in sp["heldout"]}
     assert {"move", "toward"} <= cats
+
+
+def test_box_fill_tells_rendered_squares_from_circles_and_ignores_stray_pixels():
+    from benchmarks.shape_size import box_fill
+
+    sq, ci = "a red square grows", "a red circle grows"
+    square, circle = render(sq, 3), render(ci, 3)
+    assert box_fill(square, sq) == (1.0, 1.0)
+    fill, corners = box_fill(circle, ci)
+    assert corners == 0.0 and 0.6 < fill < 0.9
+    spurred = square.copy()
+    ys, xs = np.nonzero(square[4].max(-1) >= 128)
+    spurred[4, ys.min() - 1, xs.min() + 2] = (255, 0, 0)  # one stray pixel above the square breaks the judge's box
+    assert box_fill(spurred, sq) == (1.0, 1.0)
+    assert judge_details(spurred, sq)["shape"] < judge_details(square, sq)["shape"]
