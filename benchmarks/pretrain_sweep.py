@@ -9,6 +9,10 @@ cosine schedule inside ``--minutes``. Each checkpoint is written under ``--out/N
 
   python benchmarks/pretrain_sweep.py --minutes 7 --out /tmp/sweep \\
       --variant 'f40:pretrain.flawed_fraction=0.4' --variant 'f40-shape:pretrain.flawed_fraction=0.4,pretrain.shape_pairs=8,pretrain.shape_weight=2'
+
+Measure checkpoints made elsewhere (e.g. by staged ``ipo-ray pretrain`` runs) the same way, without pretraining:
+
+  python benchmarks/pretrain_sweep.py --measure assets/world-base /tmp/cur-a2 --out /tmp/measured
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from ipo_ray.evaluate import summarize  # noqa: E402
 from ipo_ray.policy import T2VPolicy  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, splits  # noqa: E402
+from ipo_ray.world.grammar import parse_prompt  # noqa: E402
 
 SEED_OFFSET = 10_000  # the eval entrypoint's seeds (ipo_ray.evaluate), never a pretraining seed
 
@@ -81,9 +86,35 @@ def measure(path: Path, seeds: int, steps: int, guidance: float, device: torch.d
     return res
 
 
+def by_shape(per_prompt: dict[str, float]) -> dict[str, float]:
+    """Mean per-prompt acceptance over the prompts whose first object is a square, and a circle."""
+    out = {}
+    for shape in ("square", "circle"):
+        rates = [a for p, a in per_prompt.items() if parse_prompt(p).objects[0][1] == shape]
+        out[shape] = round(float(np.mean(rates)), 4) if rates else float("nan")
+    return out
+
+
+def measure_only(paths: list[str], a) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = {}
+    for path in paths:
+        if not (Path(path) / "transformer").is_dir():
+            raise SystemExit(f"--measure: {path} is not a world base checkpoint (no transformer/ in it)")
+        m = measure(Path(path), a.seeds, a.steps, a.guidance_scale, device)
+        for split in m:
+            m[split]["by_first_shape"] = by_shape(m[split]["per_prompt"])
+        result[path] = m
+        print(path, {k: {x: m[k][x] for x in ("acceptance", "in_range", "histogram", "by_first_shape")}
+                     for k in ("train", "heldout")}, flush=True)
+        (Path(a.out) / "measured.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value")
+    ap.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value")
+    ap.add_argument("--measure", nargs="+", metavar="CHECKPOINT", help="only measure these checkpoints")
     ap.add_argument("--set", action="append", default=[], help="a setting every variant shares")
     ap.add_argument("--minutes", type=float, default=7.0, help="pretraining wall time each (all run at once)")
     ap.add_argument("--calibrate-steps", type=int, default=150)
@@ -92,9 +123,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--guidance-scale", type=float, default=2.0)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    variants = [parse_variant(v) for v in a.variant]
+    if bool(a.measure) == bool(a.variant):
+        ap.error("give exactly one of --variant (pretrain, then measure) and --measure CHECKPOINT ... (measure only)")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.measure:
+        return measure_only(a.measure, a)
+    variants = [parse_variant(v) for v in a.variant]
     threads = max(1, (os.cpu_count() or 2) // len(variants))
     result: dict = {"variants": {n: s for n, s in variants}, "common": a.set, "minutes": a.minutes,
                     "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
