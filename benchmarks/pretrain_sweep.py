@@ -97,10 +97,11 @@ def by_shape(per_prompt: dict[str, float]) -> dict[str, float]:
 
 def measure_only(paths: list[str], a) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = {}
-    for path in paths:
+    for path in paths:  # all checked before the first (minutes-long) measurement
         if not (Path(path) / "transformer").is_dir():
             raise SystemExit(f"--measure: {path} is not a world base checkpoint (no transformer/ in it)")
+    result = {}
+    for path in paths:
         m = measure(Path(path), a.seeds, a.steps, a.guidance_scale, device)
         for split in m:
             m[split]["by_first_shape"] = by_shape(m[split]["per_prompt"])
