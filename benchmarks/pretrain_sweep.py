@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from ipo_ray.evaluate import summarize  # noqa: E402
 from ipo_ray.policy import T2VPolicy  # noqa: E402
 from ipo_ray.world import ACCEPT, judge, splits  # noqa: E402
-from ipo_ray.world.grammar import parse_prompt  # noqa: E402
+from benchmarks.learning import shape_group  # noqa: E402
 
 SEED_OFFSET = 10_000  # the eval entrypoint's seeds (ipo_ray.evaluate), never a pretraining seed
 
@@ -87,12 +87,12 @@ def measure(path: Path, seeds: int, steps: int, guidance: float, device: torch.d
 
 
 def by_shape(per_prompt: dict[str, float]) -> dict[str, float]:
-    """Mean per-prompt acceptance over the prompts whose first object is a square, and a circle."""
-    out = {}
-    for shape in ("square", "circle"):
-        rates = [a for p, a in per_prompt.items() if parse_prompt(p).objects[0][1] == shape]
-        out[shape] = round(float(np.mean(rates)), 4) if rates else float("nan")
-    return out
+    """Mean per-prompt acceptance per shape group (circle, square, two-object: ``benchmarks.learning.shape_group``,
+    the groups of the learning rows)."""
+    groups: dict[str, list[float]] = {}
+    for p, a in per_prompt.items():
+        groups.setdefault(shape_group(p), []).append(a)
+    return {g: round(float(np.mean(v)), 4) for g, v in sorted(groups.items())}
 
 
 def measure_only(paths: list[str], a) -> dict:
@@ -104,9 +104,9 @@ def measure_only(paths: list[str], a) -> dict:
     for path in paths:
         m = measure(Path(path), a.seeds, a.steps, a.guidance_scale, device)
         for split in m:
-            m[split]["by_first_shape"] = by_shape(m[split]["per_prompt"])
+            m[split]["by_shape"] = by_shape(m[split]["per_prompt"])
         result[path] = m
-        print(path, {k: {x: m[k][x] for x in ("acceptance", "in_range", "histogram", "by_first_shape")}
+        print(path, {k: {x: m[k][x] for x in ("acceptance", "in_range", "histogram", "by_shape")}
                      for k in ("train", "heldout")}, flush=True)
         (Path(a.out) / "measured.json").write_text(json.dumps(result, indent=2))
     return result

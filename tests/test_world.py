@@ -94,11 +94,10 @@ def test_box_fill_tells_rendered_squares_from_circles_and_ignores_stray_pixels()
     assert judge_details(spurred, sq)["shape"] < judge_details(square, sq)["shape"]
 
 
-def test_pretrain_sweep_splits_acceptance_by_the_first_objects_shape():
+def test_pretrain_sweep_splits_acceptance_by_the_learning_rows_shape_groups():
     from benchmarks.pretrain_sweep import by_shape
 
     per_prompt = {"a red square falls down": 0.25, "a blue square grows": 0.75, "a red circle rises up": 1.0,
                   "a red circle and a green square move toward each other": 0.5}
-    assert by_shape(per_prompt) == {"square": 0.5, "circle": 0.75}
-    assert by_shape({"a red circle rises up": 0.5})["circle"] == 0.5
-    assert np.isnan(by_shape({"a red circle rises up": 0.5})["square"])
+    assert by_shape(per_prompt) == {"circle": 1.0, "square": 0.5, "two-object": 0.5}
+    assert by_shape({"a red circle rises up": 0.5}) == {"circle": 0.5}
