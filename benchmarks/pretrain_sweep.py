@@ -66,6 +66,15 @@ def wait(procs) -> None:
             raise RuntimeError(f"pretraining failed: {' '.join(p.args)} (see its .log)")
 
 
+def by_shape(per_prompt: dict[str, float]) -> dict[str, float]:
+    """Mean per-prompt acceptance per shape group (circle, square, two-object: ``benchmarks.learning.shape_group``,
+    the groups of the learning rows)."""
+    groups: dict[str, list[float]] = {}
+    for p, a in per_prompt.items():
+        groups.setdefault(shape_group(p), []).append(a)
+    return {g: round(float(np.mean(v)), 4) for g, v in sorted(groups.items())}
+
+
 @torch.no_grad()
 def measure(path: Path, seeds: int, steps: int, guidance: float, device: torch.device) -> dict:
     policy = T2VPolicy.from_pretrained(str(path)).to(device)
@@ -83,16 +92,8 @@ def measure(path: Path, seeds: int, steps: int, guidance: float, device: torch.d
                       "in_range": round(s["frac_prompts_strictly_between_10_90"], 3),
                       "histogram": list(s["per_prompt_hist"].values()),
                       "per_prompt": {p: float(a) for p, a in zip(prompts, acc)}}
+        res[split]["by_shape"] = by_shape(res[split]["per_prompt"])
     return res
-
-
-def by_shape(per_prompt: dict[str, float]) -> dict[str, float]:
-    """Mean per-prompt acceptance per shape group (circle, square, two-object: ``benchmarks.learning.shape_group``,
-    the groups of the learning rows)."""
-    groups: dict[str, list[float]] = {}
-    for p, a in per_prompt.items():
-        groups.setdefault(shape_group(p), []).append(a)
-    return {g: round(float(np.mean(v)), 4) for g, v in sorted(groups.items())}
 
 
 def measure_only(paths: list[str], a) -> dict:
@@ -103,8 +104,6 @@ def measure_only(paths: list[str], a) -> dict:
     result = {}
     for path in paths:
         m = measure(Path(path), a.seeds, a.steps, a.guidance_scale, device)
-        for split in m:
-            m[split]["by_shape"] = by_shape(m[split]["per_prompt"])
         result[path] = m
         print(path, {k: {x: m[k][x] for x in ("acceptance", "in_range", "histogram", "by_shape")}
                      for k in ("train", "heldout")}, flush=True)
