@@ -14,7 +14,9 @@ import math
 import sys
 from pathlib import Path
 
-ROWS = Path(__file__).resolve().parent / "learning"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.learning import STORE as ROWS  # noqa: E402  (the rows benchmarks/learning.py writes)
 SPLITS = ("train", "heldout")
 
 
@@ -48,17 +50,16 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def load(name: str, seeds: list[int], rows: Path | None = None) -> dict[int, dict[str, float]]:
-    rows = rows or ROWS
+def load(name: str, seeds: list[int]) -> dict[int, dict[str, float]]:
     found: dict[int, dict[str, float]] = {}
     for seed in seeds:
-        path = rows / f"{name if seed == 0 else f'{name}-seed{seed}'}.json"
+        path = ROWS / f"{name if seed == 0 else f'{name}-seed{seed}'}.json"
         if path.exists():
             found[seed] = gains(json.loads(path.read_text())["evals"])
         else:
             print(f"{name}: no row for seed {seed} ({path.name})", file=sys.stderr)
     if not found:
-        raise SystemExit(f"{name}: no rows in {rows} for seeds {seeds}")
+        raise SystemExit(f"{name}: no rows in {ROWS} for seeds {seeds}")
     return found
 
 
