@@ -29,7 +29,7 @@ class GeneratorActor:
         self.cfg = Config.model_validate(cfg)
         self.run_dir = Path(run_dir)
         device = "cuda" if torch.cuda.is_available() and self.cfg.loop.generator_gpus > 0 else "cpu"
-        self.policy = load_base_policy(self.cfg)
+        self.policy = load_base_policy(self.cfg, sampling=True)
         if self.cfg.model.finetune == "lora":  # syncs ship adapters only: hold the same adapter slots
             self.policy.setup_finetune()
         self.policy = self.policy.to(device)

@@ -63,6 +63,9 @@ class SamplingConfig(_Strict):
     steps: int = Field(20, ge=1, le=1000)
     guidance_scale: float = Field(2.0, ge=1.0, le=30.0)
     batch_size: int = Field(16, ge=1)
+    dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="weights and activations of the copies that only sample (generator actors, eval, serve, "
+        "report); training keeps model.dtype. None: model.dtype")
 
 
 class PretrainConfig(_Strict):

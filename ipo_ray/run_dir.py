@@ -30,8 +30,12 @@ def _base_path(cfg: Config) -> str:
     return cfg.model.path
 
 
-def load_base_policy(cfg: Config) -> T2VPolicy:
-    return T2VPolicy.from_pretrained(_base_path(cfg), cfg.model)
+def load_base_policy(cfg: Config, sampling: bool = False) -> T2VPolicy:
+    """The base policy; ``sampling=True``: a copy that only samples, in ``sampling.dtype`` (default ``model.dtype``)."""
+    model = cfg.model
+    if sampling and cfg.sampling.dtype and cfg.sampling.dtype != model.dtype:
+        model = model.model_copy(update={"dtype": cfg.sampling.dtype})
+    return T2VPolicy.from_pretrained(_base_path(cfg), model)
 
 
 class RunDir:
@@ -92,7 +96,7 @@ class RunDir:
         cfg = self.config()
         if version == "best":
             version = self.best_version()
-        policy = load_base_policy(cfg)
+        policy = load_base_policy(cfg, sampling=True)
         if version in ("base", 0, "0"):
             return policy, 0
         v = self.latest_version() if version is None else int(version)

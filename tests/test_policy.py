@@ -289,3 +289,31 @@ def test_real_clips_are_vae_encoded_once_and_their_latents_reused():
     pixel = PreferenceStep(T2VPolicy.build_tiny(tiny_config().model), None, tiny_config(), torch.device("cpu"))
     pixel.encode_real(np.stack([render(P[0], 0)]))
     assert not pixel.real_cache
+
+
+def test_sampling_dtype_loads_the_sampling_copies_only_in_bfloat16(policy, tmp_path):
+    """``sampling.dtype=bfloat16``: generator actors, eval and serve load the base in bf16 (deterministic per
+    seed, the trained float32 weights load into it), the trainer's copy keeps ``model.dtype``; the base
+    evaluation's cache key tells the two apart and a float32 plan keeps the key it had before the field."""
+    from ipo_ray.run_dir import RunDir, load_base_policy
+    from jobs.report import base_eval_key
+
+    policy.save(tmp_path / "ckpt")
+    cfg = tiny_config("sampling.dtype=bfloat16", base=str(tmp_path / "ckpt"))
+    sampler, trainer = load_base_policy(cfg, sampling=True), load_base_policy(cfg)
+    assert sampler.transformer.dtype == torch.bfloat16 and sampler.text_encoder.dtype == torch.bfloat16
+    assert trainer.transformer.dtype == torch.float32 and trainer.cfg.dtype == "float32"
+    a, _ = sampler.sample(P, [3, 4], steps=2)
+    b, _ = sampler.sample(P, [3, 4], steps=2)
+    assert np.array_equal(a, b) and a.dtype == np.uint8
+    sampler.load_policy_state(trainer.policy_state())  # a float32 version loads into the bf16 copy
+    ref, _ = trainer.sample(P, [3, 4], steps=2)
+    assert np.abs(a.astype(int) - ref.astype(int)).mean() < 8  # the same videos up to bf16 rounding
+
+    RunDir(tmp_path / "run").write_config(cfg)
+    assert RunDir(tmp_path / "run").load_policy("base")[0].transformer.dtype == torch.bfloat16
+    keys = {d: base_eval_key(tiny_config(*([f"sampling.dtype={d}"] if d else []), base=str(tmp_path / "ckpt")),
+                             P, [0, 1]) for d in (None, "float32", "bfloat16")}
+    assert keys[None] == keys["float32"] != keys["bfloat16"]
+    with pytest.raises(ValueError, match="sampling.dtype"):
+        tiny_config("sampling.dtype=float16")
