@@ -312,8 +312,8 @@ def test_sampling_dtype_loads_the_sampling_copies_only_in_bfloat16(policy, tmp_p
 
     RunDir(tmp_path / "run").write_config(cfg)
     assert RunDir(tmp_path / "run").load_policy("base")[0].transformer.dtype == torch.bfloat16
-    keys = {d: base_eval_key(tiny_config(*([f"sampling.dtype={d}"] if d else []), base=str(tmp_path / "ckpt")),
-                             P, [0, 1]) for d in (None, "float32", "bfloat16")}
-    assert keys[None] == keys["float32"] != keys["bfloat16"]
+    keys = {d: base_eval_key(tiny_config(f"sampling.dtype={d}", base=str(tmp_path / "ckpt")), P, [0, 1])
+            for d in ("null", "float32", "bfloat16")}  # null: model.dtype, float32 here
+    assert keys["null"] == keys["float32"] != keys["bfloat16"]
     with pytest.raises(ValueError, match="sampling.dtype"):
         tiny_config("sampling.dtype=float16")

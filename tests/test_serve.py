@@ -29,12 +29,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_dir(tmp: Path, base: str, lora: bool = False) -> Path:
+def _run_dir(tmp: Path, base: str, lora: bool = False, *overrides: str) -> Path:
     """A run directory whose policy v1 is the tiny base (full) or base + non-zero LoRA adapters (v2)."""
     from ipo_ray.policy import T2VPolicy
     from ipo_ray.run_dir import RunDir
 
-    cfg = tiny_config(base=base)
+    cfg = tiny_config(*overrides, base=base)
     rd = RunDir(tmp)
     rd.write_config(cfg)
     policy = T2VPolicy.from_pretrained(base, cfg.model)
@@ -225,7 +225,8 @@ def test_lora_version_is_merged_and_matches_the_adapter_model(tiny_base, tmp_pat
     from ipo_ray.run_dir import RunDir
     from ipo_ray.serve import load_served_policy
 
-    run = _run_dir(tmp_path / "run", tiny_base, lora=True)
+    # float32 sampling: a merge into bf16 weights rounds W + BA to bf16 (up to 4/255 apart here), hiding a wrong merge
+    run = _run_dir(tmp_path / "run", tiny_base, True, "sampling.dtype=float32")
     served, version, finetune = load_served_policy(str(run), None)
     assert (version, finetune, served.is_lora) == (2, "lora", False)
     adapters, v = RunDir(run).load_policy(2)
