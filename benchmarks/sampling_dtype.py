@@ -6,7 +6,8 @@
 Each setting samples the committed base (``configs/world-tiny.yaml``'s model, guidance and batch size) on every
 train prompt with the same seeds, in one process with 2 threads, and judges every video. Writes the section
 "Sampling precision" of benchmarks/RESULTS.md: videos per second of sampling alone (judging excluded), train
-acceptance (score >= 0.8), mean score, and how many videos change their verdict against the first setting.
+acceptance (score >= the judge's ACCEPT, 0.8), mean score, and how many videos change their verdict against the
+first setting.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def measure(cfg, dtype: str, steps: int, prompts: list[str], seeds: list[int]) -
     import torch
 
     from ipo_ray.run_dir import load_base_policy
-    from ipo_ray.world.judge import judge
+    from ipo_ray.world.judge import ACCEPT, judge
 
     policy = load_base_policy(cfg.model_copy(update={"sampling": cfg.sampling.model_copy(update={"dtype": dtype})}),
                               sampling=True)
@@ -44,7 +45,7 @@ def measure(cfg, dtype: str, steps: int, prompts: list[str], seeds: list[int]) -
             scores += [judge(f, p) for f, p in zip(frames, prompts[i:i + bs])]
     s = np.asarray(scores)
     return {"dtype": dtype, "steps": steps, "videos": len(s), "videos_per_s": len(s) / sample_s,
-            "acceptance": float((s >= 0.8).mean()), "mean_score": float(s.mean()), "accepted": s >= 0.8}
+            "acceptance": float((s >= ACCEPT).mean()), "mean_score": float(s.mean()), "accepted": s >= ACCEPT}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -341,6 +341,11 @@ class Config(_Strict):
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     wandb: WandbConfig = WandbConfig()
 
+    @property
+    def sampling_dtype(self) -> str:
+        """The dtype of the copies that only sample: ``sampling.dtype``, else ``model.dtype``."""
+        return self.sampling.dtype or self.model.dtype
+
     @model_validator(mode="after")
     def _check(self):
         if self.model.source == "pretrained" and not self.model.path:

@@ -32,9 +32,7 @@ def _base_path(cfg: Config) -> str:
 
 def load_base_policy(cfg: Config, sampling: bool = False) -> T2VPolicy:
     """The base policy; ``sampling=True``: a copy that only samples, in ``sampling.dtype`` (default ``model.dtype``)."""
-    model = cfg.model
-    if sampling and cfg.sampling.dtype and cfg.sampling.dtype != model.dtype:
-        model = model.model_copy(update={"dtype": cfg.sampling.dtype})
+    model = cfg.model.model_copy(update={"dtype": cfg.sampling_dtype}) if sampling else cfg.model
     return T2VPolicy.from_pretrained(_base_path(cfg), model)
 
 

@@ -64,9 +64,8 @@ def base_eval_key(cfg: Config, prompts: list[str], seeds: list[int]) -> str | No
     for f in sorted(p for p in base.rglob("*") if p.is_file() and p.suffix != ".md" and "eval" not in p.relative_to(base).parts):
         h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes())
     plan = [prompts, seeds, cfg.eval.seed_offset, cfg.sampling.steps, cfg.sampling.guidance_scale, torch.__version__, "cpu"]
-    dtype = cfg.sampling.dtype or cfg.model.dtype
-    if dtype != "float32":  # appended only when not float32: float32 plans keep the keys they always had
-        plan.append(dtype)
+    if cfg.sampling_dtype != "float32":  # appended only when not float32: float32 plans keep the keys they had
+        plan.append(cfg.sampling_dtype)
     h.update(json.dumps(plan).encode())
     return h.hexdigest()[:16]
 
